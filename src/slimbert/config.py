@@ -1,0 +1,191 @@
+"""Model configuration.
+
+`BertConfig` is the single source of truth for building a BERT-style model. It is saved as
+`config.json` beside `model.safetensors`, in the Hugging Face layout (same keys, plus
+`architectures`), so a checkpoint written by slimbert is also a checkpoint `transformers` reads,
+and a user's Hugging Face `config.json` is read here without translation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slimbert.errors import CheckpointError
+
+# Which head a model carries. "none" is the bare encoder (HF BertModel).
+HEADS = ("none", "classification", "mlm")
+# Hugging Face architecture name <-> slimbert head.
+ARCHITECTURE_TO_HEAD = {
+    "BertModel": "none",
+    "BertForSequenceClassification": "classification",
+    "BertForMaskedLM": "mlm",
+    "BertForPreTraining": "mlm",  # the NSP head is dropped on import (slimbert pretrains without NSP)
+}
+HEAD_TO_ARCHITECTURE = {
+    "none": "BertModel",
+    "classification": "BertForSequenceClassification",
+    "mlm": "BertForMaskedLM",
+}
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu")
+PROBLEM_TYPES = ("single_label_classification", "regression")
+
+
+@dataclass
+class BertConfig:
+    """Hyper-parameters of a BERT encoder. Defaults are BERT-base (uncased)."""
+
+    vocab_size: int = 30522  # rows of the word-embedding matrix; must equal the lines of vocab.txt
+    hidden_size: int = 768  # width of every token representation (d_model)
+    num_hidden_layers: int = 12  # number of transformer blocks
+    num_attention_heads: int = 12  # heads per block; hidden_size must divide evenly by it
+    intermediate_size: int = 3072  # width of the feed-forward inner layer (usually 4 * hidden_size)
+    hidden_act: str = "gelu"  # feed-forward activation; "gelu" is the exact (erf) GELU
+    hidden_dropout_prob: float = 0.1  # dropout on embeddings and on each sub-layer's output
+    attention_probs_dropout_prob: float = 0.1  # dropout on the attention probabilities
+    max_position_embeddings: int = 512  # longest sequence the learned positions cover
+    type_vocab_size: int = 2  # number of segment ids (sentence A / sentence B)
+    layer_norm_eps: float = 1e-12  # epsilon of every LayerNorm
+    pad_token_id: int = 0  # id of [PAD]; padded positions are masked out of attention
+    initializer_range: float = 0.02  # std of the normal init of fresh weights
+    position_embedding_type: str = "absolute"  # only learned absolute positions are HF-compatible
+    classifier_dropout: float | None = None  # dropout before the classifier; None = hidden_dropout_prob
+    # --- slimbert additions (ignored by `transformers`) ---
+    norm_style: str = "post"  # "post" = original BERT (LayerNorm after the residual), "pre" = pre-LN
+    head: str = "none"  # which head the model carries: "none", "classification" or "mlm"
+    num_labels: int = 2  # classifier outputs; 1 means regression
+    problem_type: str | None = None  # "single_label_classification" or "regression"
+    id2label: dict[int, str] = field(default_factory=dict)  # class index -> label name
+    task: str | None = None  # the task the head was trained on, e.g. "sst2" (informational)
+    # Heads removed by pruning, per layer (the `transformers` field of the same name).
+    pruned_heads: dict[int, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+        self.pruned_heads = {int(k): sorted(int(h) for h in v) for k, v in self.pruned_heads.items()}
+        if self.problem_type is None and self.head == "classification":
+            self.problem_type = "regression" if self.num_labels == 1 else "single_label_classification"
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        def bad(field_name: str, why: str) -> CheckpointError:
+            return CheckpointError(f"config field '{field_name}': {why}")
+
+        for name in ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size"):
+            if int(getattr(self, name)) <= 0:
+                raise bad(name, f"must be positive, got {getattr(self, name)}")
+        if self.num_hidden_layers < 0:
+            raise bad("num_hidden_layers", f"must be >= 0, got {self.num_hidden_layers}")
+        if self.hidden_size % self.num_attention_heads:
+            raise bad("hidden_size", f"{self.hidden_size} is not divisible by "
+                      f"num_attention_heads={self.num_attention_heads}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise bad("hidden_act", f"'{self.hidden_act}' is not one of {ACTIVATIONS}")
+        if self.norm_style not in ("post", "pre"):
+            raise bad("norm_style", f"must be 'post' or 'pre', got '{self.norm_style}'")
+        if self.head not in HEADS:
+            raise bad("head", f"must be one of {HEADS}, got '{self.head}'")
+        if self.position_embedding_type != "absolute":
+            raise bad("position_embedding_type",
+                      f"only 'absolute' is supported, got '{self.position_embedding_type}'")
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise bad("problem_type", f"must be one of {PROBLEM_TYPES}, got '{self.problem_type}'")
+        if self.num_labels < 1:
+            raise bad("num_labels", f"must be >= 1, got {self.num_labels}")
+        for layer, heads in self.pruned_heads.items():
+            if not 0 <= layer < self.num_hidden_layers:
+                raise bad("pruned_heads", f"layer {layer} does not exist")
+            if len(heads) >= self.num_attention_heads:
+                raise bad("pruned_heads", f"layer {layer} would lose all its heads")
+
+    # --------------------------------------------------------------- derived
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def heads_in_layer(self, layer: int) -> int:
+        """Number of attention heads left in `layer` after pruning."""
+        return self.num_attention_heads - len(self.pruned_heads.get(layer, []))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {v: k for k, v in self.id2label.items()}
+
+    def label_names(self) -> list[str]:
+        """Names of the classifier outputs in index order (falls back to the index)."""
+        return [self.id2label.get(i, str(i)) for i in range(self.num_labels)]
+
+    @property
+    def is_hf_compatible(self) -> bool:
+        """True when stock `transformers` BERT computes exactly what this config describes."""
+        return self.norm_style == "post" and self.position_embedding_type == "absolute"
+
+    def replace(self, **changes: Any) -> BertConfig:
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------- HF layout
+    def to_dict(self) -> dict[str, Any]:
+        """The `config.json` content: Hugging Face keys plus slimbert's own."""
+        d = dataclasses.asdict(self)
+        d["id2label"] = {str(k): v for k, v in sorted(self.id2label.items())}
+        d["label2id"] = {v: k for k, v in sorted(self.id2label.items())}
+        d["pruned_heads"] = {str(k): v for k, v in sorted(self.pruned_heads.items())}
+        # `transformers` reads model_type/architectures; a pre-norm model gets a model_type
+        # transformers does not know, so it refuses the checkpoint instead of silently
+        # computing something else.
+        d["model_type"] = "bert" if self.is_hf_compatible else "slimbert_bert"
+        d["architectures"] = [HEAD_TO_ARCHITECTURE[self.head]]
+        if not self.id2label:
+            del d["id2label"], d["label2id"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> BertConfig:
+        """Read a slimbert or Hugging Face BERT config dict. Unknown HF keys are ignored."""
+        d = dict(d)
+        model_type = d.get("model_type", "bert")
+        if model_type not in ("bert", "slimbert_bert"):
+            raise CheckpointError(f"{source}: model_type '{model_type}' is not a BERT model")
+        if "head" not in d:
+            archs = d.get("architectures") or ["BertModel"]
+            arch = archs[0]
+            if arch not in ARCHITECTURE_TO_HEAD:
+                raise CheckpointError(f"{source}: architecture '{arch}' is not supported; "
+                                      f"expected one of {sorted(ARCHITECTURE_TO_HEAD)}")
+            d["head"] = ARCHITECTURE_TO_HEAD[arch]
+        id2label = d.get("id2label") or {}
+        if "num_labels" not in d:
+            d["num_labels"] = len(id2label) if id2label else 2
+        # HF writes generic names ("LABEL_0") when none were given; keep them out of our map.
+        if all(str(v) == f"LABEL_{k}" for k, v in id2label.items()):
+            id2label = {}
+        d["id2label"] = id2label
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        try:
+            return cls(**kwargs)
+        except CheckpointError as e:
+            raise CheckpointError(f"{source}: {e}") from None
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{source}: {e}") from None
+
+    def save(self, path: str | Path) -> None:
+        from slimbert.io import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> BertConfig:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: no config.json (is this a checkpoint directory?)") from None
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        return cls.from_dict(d, source=str(path))

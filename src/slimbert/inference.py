@@ -1,0 +1,47 @@
+"""Batched inference over an encoded dataset, in length-sorted batches."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from slimbert.data.batching import EncodedDataset, collate, length_bucketed_batches
+from slimbert.training.objectives import model_inputs
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast context for "bf16"/"fp16"; a no-op for "fp32"."""
+    if precision == "fp32":
+        return nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 needs a CUDA device; use bf16 on CPU")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, data: EncodedDataset, pad_id: int, batch_size: int = 64,
+                   precision: str = "fp32", device: torch.device | None = None) -> torch.Tensor:
+    """Logits for every example, in dataset order. Returns (N, C) float32 on the CPU."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    batches = length_bucketed_batches(data.lengths, batch_size, seed=0, epoch=0, shuffle=False)
+    out: torch.Tensor | None = None
+    for indices in batches:
+        batch = {k: v.to(device) for k, v in collate(data, indices, pad_id).items() if k != "labels"}
+        with autocast(device, precision):
+            logits = model(**model_inputs(batch)).logits.float().cpu()
+        if out is None:
+            out = torch.empty((len(data), *logits.shape[1:]), dtype=torch.float32)
+        out[indices] = logits
+    model.train(was_training)
+    return out

@@ -1,0 +1,53 @@
+"""Atomic file writes: a crash mid-write leaves the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp_path)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def replace_dir(staged: Path, final: Path) -> None:
+    """Put the fully written directory `staged` in place of `final`.
+
+    The old `final` is moved aside first and removed last; if a crash lands between the two
+    renames, `final.old` still holds a complete copy (see `existing_dir`).
+    """
+    import shutil
+
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staged, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def existing_dir(final: Path) -> Path | None:
+    """`final`, or the copy `replace_dir` set aside if it was interrupted."""
+    old = final.with_name(final.name + ".old")
+    return final if final.exists() else (old if old.exists() else None)

@@ -1,0 +1,45 @@
+"""Objectives: what a training step optimises. The Trainer runs any of them.
+
+An objective is a callable `(model, batch) -> (loss, metrics)`: `loss` is a scalar tensor to
+minimise (a mean over the batch), `metrics` maps names to detached scalars for the progress bar.
+Fine-tuning, MLM pretraining and every kind of distillation are objectives, never new loops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from slimbert.training.losses import hard_cross_entropy, regression_mse
+
+Batch = dict[str, torch.Tensor]
+
+
+class Objective(Protocol):
+    def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        ...
+
+
+def model_inputs(batch: Batch) -> dict[str, torch.Tensor]:
+    """The keys of a batch that a model's forward takes."""
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+
+
+@dataclass
+class ClassificationObjective:
+    """Fine-tuning on gold labels: cross-entropy, or MSE for regression (num_labels == 1)."""
+
+    regression: bool = False
+
+    def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = model(**model_inputs(batch)).logits
+        labels = batch["labels"]
+        if self.regression:
+            loss = regression_mse(logits, labels)
+            return loss, {"loss": loss.detach()}
+        loss = hard_cross_entropy(logits, labels)
+        accuracy = (logits.detach().argmax(-1) == labels).float().mean()
+        return loss, {"loss": loss.detach(), "acc": accuracy}

