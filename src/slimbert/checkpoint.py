@@ -163,10 +163,11 @@ def load_weights(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> 
     unexpected = sorted(set(sd) - set(expected))
     if unexpected:
         raise CheckpointError(f"{source}: tensors the model does not have: {_names(unexpected)}")
-    for key, value in sd.items():
-        if value.shape != expected[key].shape:
-            raise CheckpointError(f"{source}: '{key}' has shape {tuple(value.shape)}, the model "
-                                  f"(per config.json) expects {tuple(expected[key].shape)}")
+    wrong = [f"'{k}' has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}"
+             for k, v in sd.items() if v.shape != expected[k].shape]
+    if wrong:
+        raise CheckpointError(f"{source}: tensors that do not fit the model config.json describes: "
+                              + "; ".join(wrong[:8]) + (f" (and {len(wrong) - 8} more)" if len(wrong) > 8 else ""))
     missing = sorted(set(expected) - set(sd))
     required = [k for k in missing if not k.startswith(OPTIONAL_PREFIXES)]
     if required:

@@ -55,6 +55,9 @@ class Tokenizer:
             special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
         )
         tok.decoder = decoders.WordPiece(prefix="##")
+        # As in BertTokenizerFast: "[MASK]" written in a text is the mask token, and decoding
+        # can skip the special tokens.
+        tok.add_special_tokens(list(SPECIAL_TOKENS))
         self._tok = tok
 
     # ------------------------------------------------------------------ loading
