@@ -10,6 +10,7 @@ import torch
 
 from slimbert import BertConfig, Tokenizer, build_model, save_checkpoint
 from slimbert.checkpoint import resolve
+from slimbert.data.batching import EncodedDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SLIMBERT_DATA", ROOT.parent / "shared" / "data"))
@@ -66,3 +67,18 @@ def padded_batch(sequences: list[list[int]], pad_id: int = 0):
     ids = torch.tensor([s + [pad_id] * (T - len(s)) for s in sequences])
     mask = torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s in sequences])
     return ids, mask
+
+
+def synthetic_data(n=64, length=None, seed=0, vocab=40) -> EncodedDataset:
+    """Label 1 iff token 10 appears: learnable by a tiny model in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    ids, labels = [], []
+    for i in range(n):
+        t = length or int(torch.randint(4, 12, (1,), generator=g))
+        body = torch.randint(11, vocab, (t - 2,), generator=g)
+        label = i % 2
+        if label:
+            body[int(torch.randint(0, t - 2, (1,), generator=g))] = 10
+        ids.append([2, *body.tolist(), 3])
+        labels.append(label)
+    return EncodedDataset(ids, [[0] * len(x) for x in ids], torch.tensor(labels))

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -216,7 +217,9 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()  # the schedule follows the data position, skipped steps included
+        with warnings.catch_warnings():  # a skipped first step makes torch warn about the order
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()  # the schedule follows the data position, skipped steps included
         return total_loss, metrics, finite
 
     def _end_epoch(self, epoch: int, train_loss: float, seen: int, seconds: float) -> None:
