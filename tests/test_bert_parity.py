@@ -45,6 +45,16 @@ def assert_states_close(ours, theirs, mask, atol=1e-5):
         torch.testing.assert_close(a.transpose(1, 2)[keep], b.transpose(1, 2)[keep], atol=atol, rtol=0)
 
 
+def assert_encoders_match(ours, theirs, ids, mask, types):
+    """Every layer's hidden states and attention maps, and the pooler, within 1e-5."""
+    with torch.no_grad():
+        a = ours(ids, mask, types, output_hidden_states=True, output_attentions=True)
+        b = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types,
+                   output_hidden_states=True, output_attentions=True)
+    assert_states_close(a, b, mask)
+    torch.testing.assert_close(a.pooler_output, b.pooler_output, atol=1e-5, rtol=0)
+
+
 def encode(tokenizer, texts, pairs=None):
     enc = tokenizer.encode(texts, pairs)
     ids, mask = padded_batch(enc.input_ids, tokenizer.pad_id)
@@ -60,12 +70,7 @@ def test_bundled_minilm_matches_transformers(minilm_dir, inputs):
     ids, mask, types = (encode(tok, SENTENCES) if inputs == "sentences"
                         else encode(tok, [a for a, _ in PAIRS], [b for _, b in PAIRS]))
     assert not mask.all(), "the batch must contain padding"
-    with torch.no_grad():
-        a = ours(ids, mask, types, output_hidden_states=True, output_attentions=True)
-        b = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types,
-                   output_hidden_states=True, output_attentions=True)
-    assert_states_close(a, b, mask)
-    torch.testing.assert_close(a.pooler_output, b.pooler_output, atol=1e-5, rtol=0)
+    assert_encoders_match(ours, theirs, ids, mask, types)
 
 
 def test_bundled_minilm_sdpa_path_is_identical_to_transformers_sdpa(minilm_dir):
@@ -105,12 +110,7 @@ def test_random_tiny_bert_matches_transformers(tmp_path, padded, act):
     ids, mask, types = random_inputs()
     if not padded:
         mask = torch.ones_like(mask)
-    with torch.no_grad():
-        a = ours(ids, mask, types, output_hidden_states=True, output_attentions=True)
-        b = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types,
-                   output_hidden_states=True, output_attentions=True)
-    assert_states_close(a, b, mask)
-    torch.testing.assert_close(a.pooler_output, b.pooler_output, atol=1e-5, rtol=0)
+    assert_encoders_match(ours, theirs, ids, mask, types)
 
 
 def test_bf16_outputs_track_transformers_bf16(tmp_path):
