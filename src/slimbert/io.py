@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -35,8 +36,6 @@ def replace_dir(staged: Path, final: Path) -> None:
     The old `final` is moved aside first and removed last; if a crash lands between the two
     renames, `final.old` still holds a complete copy (see `existing_dir`).
     """
-    import shutil
-
     old = final.with_name(final.name + ".old")
     if old.exists():
         shutil.rmtree(old)

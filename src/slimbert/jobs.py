@@ -95,19 +95,22 @@ def evaluate(model: str | Path, data: TaskData, batch_size: int = 64, max_length
     if data.dev is None:
         raise DataError("evaluation needs a dev split")
     net = load_model(model).to(resolve_device(device))
-    _check_head(net, data)
+    _check_head(net, model, data.num_labels, data.name)
     tokenizer = load_tokenizer(model)
     dev = encode_table(data.dev, tokenizer, max_length, data.regression)
     return score(net, dev, data.metrics, tokenizer.pad_id, batch_size, precision)
 
 
-def _check_head(net: nn.Module, data: TaskData) -> None:
+def _check_head(net: nn.Module, source: str | Path, num_labels: int | None = None,
+                task: str | None = None) -> None:
+    """The model must be a classifier (of `num_labels` outputs, when given)."""
     cfg = net.config
     if cfg.head != "classification":
-        raise DataError(f"the model has no classification head (head='{cfg.head}'); fine-tune it first")
-    if cfg.num_labels != data.num_labels:
-        raise DataError(f"the model predicts {cfg.num_labels} labels but task {data.name} has "
-                        f"{data.num_labels}")
+        raise DataError(f"{source}: the model has no classification head (head='{cfg.head}'); "
+                        "fine-tune it first")
+    if num_labels is not None and cfg.num_labels != num_labels:
+        raise DataError(f"{source}: the model predicts {cfg.num_labels} labels but task {task} has "
+                        f"{num_labels}")
 
 
 def predict(model: str | Path, lines: Iterable[str], batch_size: int = 64, max_length: int = 128,
@@ -117,9 +120,8 @@ def predict(model: str | Path, lines: Iterable[str], batch_size: int = 64, max_l
     Returns the column names and one record per line: {"label", "probs"} or {"score"}.
     """
     net = load_model(model).to(resolve_device(device))
+    _check_head(net, model)
     cfg = net.config
-    if cfg.head != "classification":
-        raise DataError(f"{model}: the model has no classification head; fine-tune it first")
     tokenizer = load_tokenizer(model)
     examples = []
     for i, line in enumerate(lines, start=1):

@@ -240,9 +240,10 @@ class BertPreTrainedBase(nn.Module):
 
     config: BertConfig
 
-    def init_weights(self) -> None:
+    def init_weights(self, root: nn.Module | None = None) -> None:
+        """BERT's init for every sub-module of `root` (default: the whole model)."""
         std = self.config.initializer_range
-        for module in self.modules():
+        for module in (root or self).modules():
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=std)
                 if module.bias is not None:
@@ -295,11 +296,7 @@ class BertForSequenceClassification(BertPreTrainedBase):
         dropout = config.classifier_dropout
         self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.init_weights_of(self.classifier)
-
-    def init_weights_of(self, module: nn.Linear) -> None:
-        nn.init.normal_(module.weight, std=self.config.initializer_range)
-        nn.init.zeros_(module.bias)
+        self.init_weights(self.classifier)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
@@ -349,7 +346,8 @@ class BertForMaskedLM(BertPreTrainedBase):
         self.config = config
         self.bert = BertModel(config, add_pooling_layer=False)
         self.cls = BertOnlyMLMHead(config, self.bert.embeddings.word_embeddings)
-        self.cls.predictions.transform.apply(_init_transform(config.initializer_range))
+        # Only the transform: the decoder is the (already initialised) word-embedding matrix.
+        self.init_weights(self.cls.predictions.transform)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
@@ -358,14 +356,6 @@ class BertForMaskedLM(BertPreTrainedBase):
                         output_hidden_states, output_attentions)
         out.logits = self.cls.predictions(out.last_hidden_state)  # (B, T, V)
         return out
-
-
-def _init_transform(std: float):
-    def init(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=std)
-            nn.init.zeros_(module.bias)
-    return init
 
 
 MODEL_CLASSES = {

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -124,7 +125,9 @@ class Trainer:
         return [batches[i:i + k] for i in range(0, len(batches), k)]
 
     def total_steps(self) -> int:
-        return sum(len(self.epoch_steps(e)) for e in range(self.cfg.epochs))
+        # Windows and batches are cut at the same boundaries every epoch, only their contents
+        # change, so every epoch has as many steps as the first.
+        return self.cfg.epochs * len(self.epoch_steps(0))
 
     # ---------------------------------------------------------------- main loop
     def fit(self, resume: bool = False) -> TrainState:
@@ -253,9 +256,7 @@ class Trainer:
         if self.rank == 0:
             final = self.out / "last"
             staged = self.out / ".last.staging"
-            if staged.exists():
-                import shutil
-                shutil.rmtree(staged)
+            shutil.rmtree(staged, ignore_errors=True)  # left over from a crash mid-save
             save_checkpoint(self.model, self.tokenizer, staged)
             state = {
                 "state": asdict(self.state),
