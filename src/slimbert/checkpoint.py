@@ -25,10 +25,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from slimbert.config import BertConfig
+from slimbert.config import BertConfig, ModelConfig
 from slimbert.errors import CheckpointError
 from slimbert.io import atomic_write
-from slimbert.models.bert import build_model
+from slimbert.models import build_model
 from slimbert.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -186,8 +186,9 @@ def _names(keys: list[str], limit: int = 8) -> str:
 # ------------------------------------------------------------------------ the API
 
 
-def load_config(spec: str | Path) -> BertConfig:
-    return BertConfig.load(resolve(spec) / CONFIG_NAME)
+def load_config(spec: str | Path) -> ModelConfig:
+    """The config of a checkpoint: a BertConfig, or a student's config (by `model_type`)."""
+    return ModelConfig.load(resolve(spec) / CONFIG_NAME)
 
 
 def load_tokenizer(spec: str | Path) -> Tokenizer:
@@ -204,8 +205,10 @@ def load_model(spec: str | Path, head: str | None = None, num_labels: int | None
     for classification; the new head starts fresh. The model is returned in eval mode.
     """
     directory = resolve(spec)
-    config = BertConfig.load(directory / CONFIG_NAME)
+    config = ModelConfig.load(directory / CONFIG_NAME)
     if head is not None:
+        if not isinstance(config, BertConfig) and head != config.head:
+            raise CheckpointError(f"{directory}: a {config.MODEL_TYPE} model has no '{head}' head")
         changes: dict = {"head": head}
         if head == "classification":
             n = num_labels if num_labels is not None else config.num_labels
@@ -221,7 +224,7 @@ def load_model(spec: str | Path, head: str | None = None, num_labels: int | None
     return model.eval()
 
 
-def _check_vocab(directory: Path, config: BertConfig) -> None:
+def _check_vocab(directory: Path, config: ModelConfig) -> None:
     vocab = directory / "vocab.txt"
     if not vocab.exists():
         return
@@ -245,7 +248,7 @@ def save_checkpoint(model: nn.Module, tokenizer: Tokenizer | None, directory: st
     """Write config.json, model.safetensors and the vocabulary, each file atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config: BertConfig = model.config
+    config: ModelConfig = model.config
     if tokenizer is not None and len(tokenizer) != config.vocab_size:
         raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the model's "
                               f"vocab_size is {config.vocab_size}")
@@ -259,7 +262,9 @@ def save_checkpoint(model: nn.Module, tokenizer: Tokenizer | None, directory: st
 
 def export_hf(model: nn.Module, tokenizer: Tokenizer | None, directory: str | Path) -> Path:
     """Write a checkpoint stock `transformers` loads (BertModel/ForSequenceClassification/ForMaskedLM)."""
-    if not model.config.is_hf_compatible:
-        raise CheckpointError("this model uses norm_style='pre', which Hugging Face BERT cannot "
-                              "compute; keep it as a slimbert checkpoint")
+    config = model.config
+    if not config.is_hf_compatible:
+        why = ("uses norm_style='pre', which Hugging Face BERT cannot compute"
+               if isinstance(config, BertConfig) else f"is a {config.MODEL_TYPE}, not a BERT")
+        raise CheckpointError(f"this model {why}; keep it as a slimbert checkpoint")
     return save_checkpoint(model, tokenizer, directory)

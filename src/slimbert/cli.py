@@ -39,6 +39,39 @@ def _add_data_args(p: argparse.ArgumentParser, splits: str) -> None:
     g.add_argument("--max-length", type=_positive_int, default=128, help="tokens per example (default: 128)")
 
 
+def _add_train_args(p: argparse.ArgumentParser, epochs: int, lr: float | None) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=_positive_int, default=epochs, help=f"(default: {epochs})")
+    g.add_argument("--batch-size", type=_positive_int, default=32, help="(default: 32)")
+    g.add_argument("--grad-accum", type=_positive_int, default=1,
+                   help="micro-batches per optimizer step (effective batch = batch-size x grad-accum)")
+    g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr or 'by model kind'})")
+    g.add_argument("--optimizer", choices=("adamw", "lamb"), default="adamw",
+                   help="adamw, or lamb for very large batches (default: adamw)")
+    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--warmup-ratio", type=float, default=0.1)
+    g.add_argument("--max-grad-norm", type=float, default=1.0)
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--save-every-steps", type=int, default=0,
+                   help="also checkpoint every N steps (default: at epoch ends)")
+    g.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _train_config(args, lr: float | None = None):
+    from slimbert.training.trainer import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                       lr=args.lr if args.lr is not None else lr, weight_decay=args.weight_decay,
+                       warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm,
+                       optimizer=args.optimizer, precision=args.precision, compile=args.compile,
+                       seed=args.seed, save_every_steps=args.save_every_steps, device=args.device,
+                       progress=not args.no_progress)
+
+
 def _task_data(args, splits: tuple[str, ...], label_values=None, regression=None, max_train=None):
     from slimbert.data.sources import FileColumns, load_task_data
 
@@ -60,20 +93,92 @@ def _task_data(args, splits: tuple[str, ...], label_values=None, regression=None
 
 def cmd_finetune(args) -> int:
     from slimbert.jobs import finetune
-    from slimbert.training.trainer import TrainConfig
 
     data = _task_data(args, ("train", "dev"), max_train=args.max_train_examples)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                         lr=args.lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
-                         max_grad_norm=args.max_grad_norm, precision=args.precision, compile=args.compile,
-                         seed=args.seed, save_every_steps=args.save_every_steps, device=args.device,
-                         progress=not args.no_progress)
-    results = finetune(args.model, data, args.out, config, args.max_length, args.resume)
+    results = finetune(args.model, data, args.out, _train_config(args), args.max_length, args.resume)
     if results["best"] is not None:
         print(f"{data.name}: best dev {results['main_metric']} = {results['best']:.4f} "
               f"(epoch {results['best_epoch']}); model saved to {args.out}")
     print(f"trained on {results['train_examples']} examples at "
           f"{results['train_seq_per_s']:.1f} sequences/s ({results['wall_seconds_this_run']:.0f} s)")
+    return 0
+
+
+# Learning rates that suit each kind of student when --lr is not given.
+STUDENT_LR = {"bert": 1e-4, "bilstm": 2e-3, "cnn": 2e-3, "checkpoint": 1e-4}
+
+
+def _student_kind(spec) -> str:
+    from slimbert.compress.students import BertStudentSpec, BiLSTMStudentSpec, CNNStudentSpec
+
+    return {BertStudentSpec: "bert", BiLSTMStudentSpec: "bilstm", CNNStudentSpec: "cnn"}.get(
+        type(spec), "checkpoint")
+
+
+def _loss_weights(args, kind: str, regression: bool):
+    """--labels-only, explicit --*-weight values, or the defaults for this kind of student:
+    soft-target CE for BERT students (DistilBERT), logit MSE for BiLSTM/CNN (Tang et al.)."""
+    from slimbert.training.distillation import LossWeights
+
+    if args.labels_only:
+        return LossWeights(hard=1.0, soft=0.0)
+    given = {name: getattr(args, f"{name}_weight") for name in
+             ("hard", "soft", "logit_mse", "hidden", "attention")}
+    if all(v is None for v in given.values()):
+        logit_mse = regression or kind in ("bilstm", "cnn")
+        given = {"soft": 0.0 if logit_mse else 1.0, "logit_mse": 1.0 if logit_mse else 0.0}
+    try:
+        return LossWeights(**{k: (0.0 if v is None else v) for k, v in given.items()})
+    except ValueError as e:
+        raise SlimbertError(str(e)) from None
+
+
+def cmd_distill(args) -> int:
+    from slimbert.compress.students import parse_student_spec
+    from slimbert.data.augment import AugmentConfig
+    from slimbert.distill import DistillOptions, distill
+
+    spec = parse_student_spec(args.student, args.init_layers)
+    kind = _student_kind(spec)
+    data = _task_data(args, ("train", "dev"), max_train=args.max_train_examples)
+    try:
+        augment = AugmentConfig(copies=args.augment, p_mask=args.p_mask, p_pos=args.p_pos,
+                                p_ngram=args.p_ngram, seed=args.augment_seed) if args.augment else None
+    except ValueError as e:
+        raise SlimbertError(str(e)) from None
+    options = DistillOptions(weights=_loss_weights(args, kind, data.regression), temperature=args.temperature,
+                             layer_map=args.layer_map, hidden_loss=args.hidden_loss, augment=augment,
+                             cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    results = distill(args.teacher, spec, data, args.out, _train_config(args, STUDENT_LR[kind]), options,
+                      args.max_length, args.resume, student_name=args.student)
+    if results["best"] is not None:
+        print(f"{data.name}: student {args.student}: best dev {results['main_metric']} = {results['best']:.4f} "
+              f"(epoch {results['best_epoch']}); saved to {args.out}")
+    print(f"transfer set: {results['train_examples']} examples + {results['augmented_examples']} augmented; "
+          f"{results['student_parameters'] / 1e6:.2f} M student parameters "
+          f"({results['teacher_parameters'] / results['student_parameters']:.1f}x fewer than the teacher)")
+    return 0
+
+
+def cmd_distill_general(args) -> int:
+    from slimbert.compress.students import parse_student_spec
+    from slimbert.distill import distill_general
+    from slimbert.training.distillation import LossWeights
+
+    spec = parse_student_spec(args.student, args.init_layers)
+    weights = None
+    if any(getattr(args, f"{n}_weight") is not None for n in ("soft", "mlm", "hidden", "attention")):
+        try:
+            weights = LossWeights(**{n: getattr(args, f"{n}_weight") or 0.0
+                                     for n in ("soft", "mlm", "hidden", "attention")})
+        except ValueError as e:
+            raise SlimbertError(str(e)) from None
+    results = distill_general(args.teacher, spec, args.corpus, args.out, _train_config(args, 1e-4), weights,
+                              args.temperature, args.layer_map, args.mlm_probability, args.max_length,
+                              args.max_examples, args.resume)
+    last = results["history"][-1] if results["history"] else {}
+    print(f"general distillation: {results['train_examples']} lines, losses {results['loss_weights']}, "
+          f"final train loss {last.get('train_loss', float('nan')):.4f}; student saved to {args.out}")
     return 0
 
 
@@ -145,23 +250,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (best model; last/ for --resume)")
     _add_data_args(p, "train,dev")
     p.add_argument("--max-train-examples", type=_positive_int, help="use only the first N training rows")
-    p.add_argument("--epochs", type=_positive_int, default=3)
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--grad-accum", type=_positive_int, default=1,
-                   help="micro-batches per optimizer step (effective batch = batch-size x grad-accum)")
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--warmup-ratio", type=float, default=0.1)
-    p.add_argument("--max-grad-norm", type=float, default=1.0)
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--save-every-steps", type=int, default=0,
-                   help="also checkpoint every N steps (default: at epoch ends)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_train_args(p, epochs=3, lr=5e-5)
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("distill", help="distil a fine-tuned teacher into a smaller student on a task",
+                       description="Task-specific distillation. Loss weights default to soft-target "
+                       "cross-entropy for BERT students and logit MSE for bilstm/cnn students.")
+    p.add_argument("--teacher", required=True, help="fine-tuned teacher checkpoint directory")
+    p.add_argument("--student", required=True,
+                   help="bert:layers=N[,hidden=H[,heads=A]] | bilstm[:hidden=300,mlp=400,embeddings=teacher] "
+                   "| cnn[:filters=100,widths=3-4-5,embeddings=teacher] | a checkpoint directory")
+    p.add_argument("--init-layers", help="teacher layers to initialise a bert student from, e.g. 0,2,4 "
+                   "(default: evenly spaced, every other layer for half the depth)")
+    p.add_argument("--out", required=True, help="output directory (best student; last/ for --resume)")
+    _add_data_args(p, "train,dev")
+    p.add_argument("--max-train-examples", type=_positive_int, help="use only the first N training rows")
+    g = p.add_argument_group("losses (explicit weights; any weight given sets the others to 0)")
+    g.add_argument("--labels-only", action="store_true",
+                   help="train the student on gold labels alone (the no-teacher baseline)")
+    g.add_argument("--hard-weight", type=float, help="gold-label cross-entropy")
+    g.add_argument("--soft-weight", type=float, help="soft-target cross-entropy with the teacher, x T^2")
+    g.add_argument("--logit-mse-weight", type=float, help="squared distance to the teacher's logits")
+    g.add_argument("--hidden-weight", type=float, help="hidden states of mapped layers (BERT students)")
+    g.add_argument("--attention-weight", type=float, help="attention maps of mapped layers (BERT students)")
+    g.add_argument("--hidden-loss", choices=("cosine", "mse"), default="cosine")
+    g.add_argument("--temperature", type=float, default=2.0, help="softmax temperature T (default: 2)")
+    g.add_argument("--layer-map", help="student:teacher layer pairs, e.g. 0:1,1:3,2:5 (default: uniform)")
+    g = p.add_argument_group("augmentation (Tang et al. 2019)")
+    g.add_argument("--augment", type=int, default=0, metavar="N",
+                   help="add up to N distinct augmented copies of every training example (default: 0)")
+    g.add_argument("--p-mask", type=float, default=0.1, help="per word: replace by [MASK] (default: 0.1)")
+    g.add_argument("--p-pos", type=float, default=0.1,
+                   help="per word: replace by a word of the same POS tag (default: 0.1; 0 needs no tagger)")
+    g.add_argument("--p-ngram", type=float, default=0.25, help="per copy: keep one n-gram, n in 1..5 (default: 0.25)")
+    g.add_argument("--augment-seed", type=int, default=0)
+    p.add_argument("--cache-dir", help="cache for teacher logits and augmented sets "
+                   "(default: $SLIMBERT_CACHE or ~/.cache/slimbert)")
+    _add_train_args(p, epochs=3, lr=None)
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("distill-general", help="task-agnostic distillation of a pre-trained BERT on raw text",
+                       description="DistilBERT's triple loss (soft CE 5, MLM 2, hidden cosine 1) when the "
+                       "teacher has an MLM head; hidden-state MSE and attention KL on mapped layers when it "
+                       "is a bare encoder. Inputs are masked dynamically, 80/10/10.")
+    p.add_argument("--teacher", default=DEFAULT_MODEL, help=f"pre-trained BERT (default: {DEFAULT_MODEL})")
+    p.add_argument("--student", required=True, help="bert:layers=N[,hidden=H] or a checkpoint directory")
+    p.add_argument("--init-layers", help="teacher layers to copy, e.g. 0,2,4")
+    p.add_argument("--corpus", nargs="+", required=True, help="plain-text files, one passage per line")
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-length", type=_positive_int, default=128)
+    p.add_argument("--max-examples", type=_positive_int, help="use only the first N lines")
+    p.add_argument("--mlm-probability", type=float, default=0.15)
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--layer-map", help="student:teacher layer pairs (default: last:last with an MLM "
+                   "teacher, uniform otherwise)")
+    for name in ("soft", "mlm", "hidden", "attention"):
+        p.add_argument(f"--{name}-weight", type=float)
+    _add_train_args(p, epochs=1, lr=None)
+    p.set_defaults(func=cmd_distill_general)
 
     p = sub.add_parser("evaluate", help="score a fine-tuned model on a task's dev split")
     p.add_argument("--model", required=True)

@@ -4,6 +4,9 @@
 `config.json` beside `model.safetensors`, in the Hugging Face layout (same keys, plus
 `architectures`), so a checkpoint written by slimbert is also a checkpoint `transformers` reads,
 and a user's Hugging Face `config.json` is read here without translation.
+
+The small students (BiLSTM, CNN) have configs of their own, told apart by `model_type`;
+`ModelConfig.load` picks the class a `config.json` names.
 """
 
 from __future__ import annotations
@@ -34,9 +37,98 @@ ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu")
 PROBLEM_TYPES = ("single_label_classification", "regression")
 
 
+class ModelConfig:
+    """What every model config shares: labels, copying, and reading/writing `config.json`.
+
+    Subclasses are dataclasses with `head`, `num_labels`, `id2label`, `task` fields and
+    `to_dict`/`from_dict` methods; `MODEL_TYPE` is the `model_type` written to config.json.
+    """
+
+    MODEL_TYPE = ""
+    head: str
+    num_labels: int
+    id2label: dict[int, str]
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {v: k for k, v in self.id2label.items()}
+
+    def label_names(self) -> list[str]:
+        """Names of the classifier outputs in index order (falls back to the index)."""
+        return [self.id2label.get(i, str(i)) for i in range(self.num_labels)]
+
+    @property
+    def is_hf_compatible(self) -> bool:
+        """True when stock `transformers` computes exactly what this config describes."""
+        return False
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config"):
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        from slimbert.io import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path):
+        """Read `path`; on the base class, the config class is chosen by `model_type`."""
+        d = _read_json(path)
+        config_cls = cls if cls is not ModelConfig else config_class(d.get("model_type", "bert"), path)
+        return config_cls.from_dict(d, source=str(path))
+
+
+def _read_json(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no config.json (is this a checkpoint directory?)") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+
+
+def _labels_from_dict(d: dict[str, Any]) -> dict[Any, Any]:
+    """Normalise the label fields of a config dict (HF writes "LABEL_0" names when none were given)."""
+    id2label = d.get("id2label") or {}
+    if "num_labels" not in d:
+        d["num_labels"] = len(id2label) if id2label else 2
+    if all(str(v) == f"LABEL_{k}" for k, v in id2label.items()):
+        id2label = {}
+    d["id2label"] = id2label
+    return d
+
+
+def _label_dict_entries(config: ModelConfig, d: dict[str, Any]) -> None:
+    d["id2label"] = {str(k): v for k, v in sorted(config.id2label.items())}
+    d["label2id"] = {v: k for k, v in sorted(config.id2label.items())}
+    if not config.id2label:
+        del d["id2label"], d["label2id"]
+
+
+def _construct(cls, d: dict[str, Any], source: str):
+    """cls(**d) over the fields cls knows (unknown keys ignored); errors name the source."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    try:
+        return cls(**{k: v for k, v in d.items() if k in known})
+    except CheckpointError as e:
+        raise CheckpointError(f"{source}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: {e}") from None
+
+
 @dataclass
-class BertConfig:
+class BertConfig(ModelConfig):
     """Hyper-parameters of a BERT encoder. Defaults are BERT-base (uncased)."""
+
+    MODEL_TYPE = "bert"
 
     vocab_size: int = 30522  # rows of the word-embedding matrix; must equal the lines of vocab.txt
     hidden_size: int = 768  # width of every token representation (d_model)
@@ -113,35 +205,22 @@ class BertConfig:
         return self.num_attention_heads - len(self.pruned_heads.get(layer, []))
 
     @property
-    def label2id(self) -> dict[str, int]:
-        return {v: k for k, v in self.id2label.items()}
-
-    def label_names(self) -> list[str]:
-        """Names of the classifier outputs in index order (falls back to the index)."""
-        return [self.id2label.get(i, str(i)) for i in range(self.num_labels)]
-
-    @property
     def is_hf_compatible(self) -> bool:
         """True when stock `transformers` BERT computes exactly what this config describes."""
         return self.norm_style == "post" and self.position_embedding_type == "absolute"
 
-    def replace(self, **changes: Any) -> BertConfig:
-        return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------- HF layout
     def to_dict(self) -> dict[str, Any]:
         """The `config.json` content: Hugging Face keys plus slimbert's own."""
         d = dataclasses.asdict(self)
-        d["id2label"] = {str(k): v for k, v in sorted(self.id2label.items())}
-        d["label2id"] = {v: k for k, v in sorted(self.id2label.items())}
+        _label_dict_entries(self, d)
         d["pruned_heads"] = {str(k): v for k, v in sorted(self.pruned_heads.items())}
         # `transformers` reads model_type/architectures; a pre-norm model gets a model_type
         # transformers does not know, so it refuses the checkpoint instead of silently
         # computing something else.
         d["model_type"] = "bert" if self.is_hf_compatible else "slimbert_bert"
         d["architectures"] = [HEAD_TO_ARCHITECTURE[self.head]]
-        if not self.id2label:
-            del d["id2label"], d["label2id"]
         return d
 
     @classmethod
@@ -158,34 +237,98 @@ class BertConfig:
                 raise CheckpointError(f"{source}: architecture '{arch}' is not supported; "
                                       f"expected one of {sorted(ARCHITECTURE_TO_HEAD)}")
             d["head"] = ARCHITECTURE_TO_HEAD[arch]
-        id2label = d.get("id2label") or {}
-        if "num_labels" not in d:
-            d["num_labels"] = len(id2label) if id2label else 2
-        # HF writes generic names ("LABEL_0") when none were given; keep them out of our map.
-        if all(str(v) == f"LABEL_{k}" for k, v in id2label.items()):
-            id2label = {}
-        d["id2label"] = id2label
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in known}
-        try:
-            return cls(**kwargs)
-        except CheckpointError as e:
-            raise CheckpointError(f"{source}: {e}") from None
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"{source}: {e}") from None
+        return _construct(cls, _labels_from_dict(d), source)
 
-    def save(self, path: str | Path) -> None:
-        from slimbert.io import atomic_write_text
 
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+# ------------------------------------------------------------------ small students
+
+
+@dataclass
+class WordStudentConfig(ModelConfig):
+    """Fields shared by the non-Transformer students: they read word embeddings of the
+    teacher's WordPiece vocabulary and end in a classifier. Sentence pairs are encoded one
+    sentence at a time and compared as [h1, h2, h1 * h2, |h1 - h2|] (Tang et al. 2019)."""
+
+    vocab_size: int = 30522  # rows of the embedding matrix; must equal the lines of vocab.txt
+    embedding_dim: int = 300  # width of the word embeddings (the teacher's hidden size when copied)
+    pad_token_id: int = 0  # id of [PAD]
+    pairs: bool = False  # inputs are sentence pairs (segment 0 and segment 1)
+    dropout: float = 0.1  # dropout on the embeddings and before the classifier
+    num_labels: int = 2  # classifier outputs; 1 means regression
+    id2label: dict[int, str] = field(default_factory=dict)  # class index -> label name
+    task: str | None = None  # the task the head was trained on (informational)
+    head: str = "classification"  # always a classifier
+
+    def __post_init__(self) -> None:
+        self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+        for name in ("vocab_size", "embedding_dim", "num_labels"):
+            if int(getattr(self, name)) <= 0:
+                raise CheckpointError(f"config field '{name}': must be positive, got {getattr(self, name)}")
+        if self.head != "classification":
+            raise CheckpointError(f"config field 'head': a {self.MODEL_TYPE} student is always a "
+                                  f"classifier, got '{self.head}'")
+        if not 0 <= self.dropout < 1:
+            raise CheckpointError(f"config field 'dropout': must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        _label_dict_entries(self, d)
+        d["model_type"] = self.MODEL_TYPE
+        return d
 
     @classmethod
-    def load(cls, path: str | Path) -> BertConfig:
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CheckpointError(f"{path}: no config.json (is this a checkpoint directory?)") from None
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-        return cls.from_dict(d, source=str(path))
+    def from_dict(cls, d: dict[str, Any], source: str = "config"):
+        d = dict(d)
+        if d.get("model_type") != cls.MODEL_TYPE:
+            raise CheckpointError(f"{source}: model_type '{d.get('model_type')}' is not {cls.MODEL_TYPE}")
+        return _construct(cls, _labels_from_dict(d), source)
+
+
+@dataclass
+class BiLSTMConfig(WordStudentConfig):
+    """Tang et al. 2019 (https://arxiv.org/abs/1903.12136): embeddings -> one BiLSTM layer ->
+    max-pooling over time -> ReLU MLP -> classifier."""
+
+    MODEL_TYPE = "slimbert_bilstm"
+    hidden_size: int = 300  # LSTM units per direction
+    mlp_size: int = 400  # width of the ReLU layer before the classifier
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("hidden_size", "mlp_size"):
+            if int(getattr(self, name)) <= 0:
+                raise CheckpointError(f"config field '{name}': must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class CNNConfig(WordStudentConfig):
+    """Kim 2014 (https://arxiv.org/abs/1408.5882): embeddings -> parallel 1-D convolutions of
+    several widths -> ReLU -> max-pooling over time -> classifier."""
+
+    MODEL_TYPE = "slimbert_cnn"
+    num_filters: int = 100  # feature maps per kernel width
+    kernel_sizes: list[int] = field(default_factory=lambda: [3, 4, 5])  # convolution widths, in tokens
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.kernel_sizes = [int(k) for k in self.kernel_sizes]
+        if self.num_filters <= 0 or not self.kernel_sizes or min(self.kernel_sizes) <= 0:
+            raise CheckpointError("config fields 'num_filters'/'kernel_sizes': must be positive, got "
+                                  f"{self.num_filters} / {self.kernel_sizes}")
+
+
+CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
+    "bert": BertConfig,
+    "slimbert_bert": BertConfig,
+    BiLSTMConfig.MODEL_TYPE: BiLSTMConfig,
+    CNNConfig.MODEL_TYPE: CNNConfig,
+}
+
+
+def config_class(model_type: str, source: str | Path = "config") -> type[ModelConfig]:
+    """The config class a `model_type` names."""
+    if model_type not in CONFIG_CLASSES:
+        raise CheckpointError(f"{source}: model_type '{model_type}' is not a model slimbert knows; "
+                              f"expected one of {sorted(CONFIG_CLASSES)}")
+    return CONFIG_CLASSES[model_type]

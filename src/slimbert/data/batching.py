@@ -14,6 +14,7 @@ import torch
 
 from slimbert.data.readers import Example
 from slimbert.tokenizer import Tokenizer
+from slimbert.training.losses import IGNORE_INDEX
 
 
 @dataclass
@@ -23,6 +24,8 @@ class EncodedDataset:
     input_ids: list[list[int]]
     token_type_ids: list[list[int]]
     labels: torch.Tensor | None  # (N,) long for classes, float for regression
+    # (N, C) teacher logits, computed once for a distillation transfer set (None otherwise)
+    teacher_logits: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -39,9 +42,11 @@ def encode_examples(examples: Sequence[Example], tokenizer: Tokenizer, max_lengt
     pairs = [e.text_pair or "" for e in examples] if has_pairs else None
     enc = tokenizer.encode(texts, pairs, max_length=max_length)
     labels = None
-    if examples and examples[0].label is not None:
+    if any(e.label is not None for e in examples):
+        # Unlabelled examples (augmented ones) get a target every loss knows to skip.
+        missing = float("nan") if regression else IGNORE_INDEX
         dtype = torch.float32 if regression else torch.long
-        labels = torch.tensor([e.label for e in examples], dtype=dtype)
+        labels = torch.tensor([missing if e.label is None else e.label for e in examples], dtype=dtype)
     return EncodedDataset(enc.input_ids, enc.token_type_ids, labels)
 
 
@@ -60,6 +65,8 @@ def collate(data: EncodedDataset, indices: Sequence[int], pad_id: int) -> dict[s
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
     if data.labels is not None:
         batch["labels"] = data.labels[list(indices)]
+    if data.teacher_logits is not None:
+        batch["teacher_logits"] = data.teacher_logits[list(indices)]
     return batch
 
 

@@ -1,16 +1,119 @@
-"""Losses as small pure functions. Shapes: B = batch, C = classes."""
+"""Losses as small pure functions. Each documents its shapes and the paper it comes from.
+
+Shapes: B = batch, T = tokens, C = classes (or vocabulary, for MLM logits), H = hidden size,
+N = attention heads. A `mask` is (B, T) with 1 at real tokens and 0 at padding; every
+token-level loss averages over the real tokens only.
+
+Everything is computed in float32, whatever the autocast dtype of the inputs: soft targets
+at a high temperature are small differences of large numbers.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+IGNORE_INDEX = -100  # label of examples/tokens without a gold target (augmented examples, unmasked tokens)
+
 
 def hard_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy against gold class indices. logits (B, C), labels (B,) long."""
-    return F.cross_entropy(logits.float(), labels)
+    """Mean cross-entropy against gold class indices. logits (B, C) or (B, T, C), labels (B,) / (B, T).
+
+    Positions labelled IGNORE_INDEX do not count; when none is labelled the loss is 0 (with a
+    gradient path), not NaN, so a batch of purely augmented examples is harmless.
+    """
+    logits = logits.float().reshape(-1, logits.shape[-1])
+    labels = labels.reshape(-1)
+    if not bool((labels != IGNORE_INDEX).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
 
 
 def regression_mse(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of a 1-output regressor. predictions (B, 1) or (B,), targets (B,)."""
-    return F.mse_loss(predictions.float().view(-1), targets.float().view(-1))
+    """Mean squared error of a 1-output regressor. predictions (B, 1) or (B,), targets (B,).
+
+    Targets that are NaN (augmented examples without a gold score) do not count.
+    """
+    predictions, targets = predictions.float().view(-1), targets.float().view(-1)
+    keep = ~torch.isnan(targets)
+    if not bool(keep.any()):
+        return predictions.sum() * 0.0
+    return F.mse_loss(predictions[keep], targets[keep])
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of `values` (B, T) over positions where `mask` (B, T) is 1; plain mean without a mask."""
+    if mask is None:
+        return values.mean()
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                       temperature: float = 1.0, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of the student's tempered distribution against the teacher's, times T^2.
+
+    Hinton et al. 2015 (https://arxiv.org/abs/1503.02531): soften both distributions with
+    temperature T, and multiply by T^2 so the gradient keeps the same scale as T changes (its
+    magnitude falls as 1/T^2 otherwise; some toolkits leave this out). The value is
+    -sum_c p_teacher(c) log p_student(c), averaged over examples (or over real tokens for
+    (B, T, C) logits with a (B, T) mask). It differs from the KL divergence by the teacher's
+    entropy, a constant, so the gradients are the same.
+
+    student_logits, teacher_logits: (B, C) or (B, T, C).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    t = teacher_logits.detach().float() / temperature
+    s = student_logits.float() / temperature
+    per_item = -(t.softmax(-1) * s.log_softmax(-1)).sum(-1)  # (B,) or (B, T)
+    return _masked_mean(per_item, mask) * temperature ** 2
+
+
+def logit_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Squared L2 distance between logit vectors, summed over classes, averaged over examples.
+
+    Tang et al. 2019 (https://arxiv.org/abs/1903.12136), eq. 2: ||z_teacher - z_student||^2.
+    Matching logits rather than probabilities keeps the information a softmax would squash.
+    student_logits, teacher_logits: (B, C).
+    """
+    diff = student_logits.float() - teacher_logits.detach().float()
+    return diff.pow(2).sum(-1).mean()
+
+
+def hidden_cosine(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
+    """1 - cosine similarity of each token's hidden vector, averaged over real tokens.
+
+    DistilBERT (Sanh et al. 2019, https://arxiv.org/abs/1910.01108) aligns the directions of
+    student and teacher hidden states this way. (B, T, H) each; the widths must agree (project
+    the student first when they do not).
+    """
+    cos = F.cosine_similarity(student_hidden.float(), teacher_hidden.detach().float(), dim=-1)  # (B, T)
+    return _masked_mean(1.0 - cos, mask)
+
+
+def hidden_mse(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error of hidden states over real tokens and hidden units.
+
+    TinyBERT (Jiao et al. 2020, https://arxiv.org/abs/1909.10351), eq. 8. (B, T, H) each.
+    """
+    per_token = (student_hidden.float() - teacher_hidden.detach().float()).pow(2).mean(-1)  # (B, T)
+    return _masked_mean(per_token, mask)
+
+
+def attention_kl(student_probs: torch.Tensor, teacher_probs: torch.Tensor,
+                 mask: torch.Tensor | None = None, eps: float = 1e-12) -> torch.Tensor:
+    """KL(teacher || student) of self-attention distributions, averaged over heads and real queries.
+
+    MiniLM (Wang et al. 2020, https://arxiv.org/abs/2002.10957) transfers the teacher's last
+    attention maps this way. (B, N, T, T) each: softmax probabilities over the last axis (keys).
+    Padded keys carry zero teacher probability and so contribute nothing.
+    """
+    t = teacher_probs.detach().float()
+    s = student_probs.float()
+    # t log t - t log s, with 0 log 0 = 0 at padded keys
+    kl = (torch.xlogy(t, t) - t * s.clamp_min(eps).log()).sum(-1)  # (B, N, T)
+    kl = kl.mean(1)  # (B, T): averaged over heads
+    return _masked_mean(kl, mask)

@@ -7,6 +7,7 @@ Fine-tuning, MLM pretraining and every kind of distillation are objectives, neve
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,3 +44,21 @@ class ClassificationObjective:
         loss = hard_cross_entropy(logits, labels)
         accuracy = (logits.detach().argmax(-1) == labels).float().mean()
         return loss, {"loss": loss.detach(), "acc": accuracy}
+
+
+@dataclass
+class MaskedLMObjective:
+    """Masked-LM pretraining with dynamic masking (no next-sentence prediction).
+
+    `masker` (slimbert.data.masking.MLMMasker) draws fresh masks for every batch; the loss is
+    the cross-entropy of the original tokens at the masked positions.
+    """
+
+    masker: Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
+
+    def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inputs = model_inputs(batch)
+        inputs["input_ids"], labels = self.masker(inputs["input_ids"], inputs.get("attention_mask"))
+        logits = model(**inputs).logits  # (B, T, V)
+        loss = hard_cross_entropy(logits, labels)
+        return loss, {"loss": loss.detach()}

@@ -108,6 +108,10 @@ class Trainer:
         self.evaluate = evaluate
         self.main_metric = main_metric
         self.pad_id = tokenizer.pad_id if tokenizer is not None else pad_id
+        # An objective may hold weights of its own (a distillation objective's projections):
+        # they are optimised with the model, and checkpointed in the training state.
+        self.objective_module = objective if isinstance(objective, nn.Module) else None
+        self.trainable = nn.ModuleList([model] + ([objective] if self.objective_module is not None else []))
         self.rank, self.world = _distributed()
         self.device = resolve_device(config.device)
         if self.device.type == "cuda" and self.world > 1:
@@ -133,7 +137,9 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainState:
         cfg = self.cfg
         self.model.to(self.device)
-        self.optimizer = build_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.weight_decay)
+        if self.objective_module is not None:
+            self.objective_module.to(self.device)
+        self.optimizer = build_optimizer(self.trainable, cfg.optimizer, cfg.lr, cfg.weight_decay)
         total = self.total_steps()
         self.scheduler = linear_warmup_decay(self.optimizer, int(cfg.warmup_ratio * total), total)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
@@ -213,10 +219,11 @@ class Trainer:
             flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             finite = bool(flag.item() == 0)
+            self._average_objective_grads()
         if finite:
             if cfg.max_grad_norm > 0:
                 self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), cfg.max_grad_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -224,6 +231,16 @@ class Trainer:
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()  # the schedule follows the data position, skipped steps included
         return total_loss, metrics, finite
+
+    def _average_objective_grads(self) -> None:
+        """DDP all-reduces the model's gradients; the objective's few own weights (outside the
+        DDP module) get the same averaging here."""
+        if self.objective_module is None:
+            return
+        for p in self.objective_module.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= self.world
 
     def _end_epoch(self, epoch: int, train_loss: float, seen: int, seconds: float) -> None:
         record = {"epoch": epoch + 1, "step": self.state.global_step, "train_loss": train_loss,
@@ -264,6 +281,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
+                "objective": self.objective_module.state_dict() if self.objective_module is not None else {},
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             }
@@ -287,6 +305,8 @@ class Trainer:
                                       f"the run was started with {key}={saved_cfg.get(key)}")
         load_weights(self.model, read_state_dict(last), source=str(last))
         self.model.to(self.device)
+        if self.objective_module is not None:
+            self.objective_module.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
