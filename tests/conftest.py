@@ -82,3 +82,17 @@ def synthetic_data(n=64, length=None, seed=0, vocab=40) -> EncodedDataset:
         ids.append([2, *body.tolist(), 3])
         labels.append(label)
     return EncodedDataset(ids, [[0] * len(x) for x in ids], torch.tensor(labels))
+
+
+TRAIN = ["a great fun movie", "the worst film", "great actors and a good plot", "boring and awful",
+         "very good , the best", "terrible plot , bad actors", "i love this film", "i hate it"] * 6
+
+
+@pytest.fixture
+def csv_task(tmp_path):
+    """A tiny sentiment task in CSV files: (train.csv, dev.csv), columns review,sentiment."""
+    train, dev = tmp_path / "train.csv", tmp_path / "dev.csv"
+    label = ["pos", "neg"] * (len(TRAIN) // 2)
+    train.write_text("review,sentiment\n" + "".join(f"\"{t}\",{y}\n" for t, y in zip(TRAIN, label)))
+    dev.write_text("review,sentiment\n" + "".join(f"\"{t}\",{y}\n" for t, y in zip(TRAIN[:8], label[:8])))
+    return train, dev

@@ -11,7 +11,7 @@ import pytest
 
 from slimbert.cli import build_parser, main
 
-COMMANDS = ["finetune", "evaluate", "predict", "vocab"]
+COMMANDS = ["finetune", "distill", "distill-general", "evaluate", "predict", "vocab"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -37,19 +37,6 @@ def test_unknown_option_is_rejected(capsys):
 def test_parser_validates_numbers():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["finetune", "--out", "x", "--epochs", "0"])
-
-
-TRAIN = ["a great fun movie", "the worst film", "great actors and a good plot", "boring and awful",
-         "very good , the best", "terrible plot , bad actors", "i love this film", "i hate it"] * 6
-
-
-@pytest.fixture
-def csv_task(tmp_path):
-    train, dev = tmp_path / "train.csv", tmp_path / "dev.csv"
-    label = ["pos", "neg"] * (len(TRAIN) // 2)
-    train.write_text("review,sentiment\n" + "".join(f"\"{t}\",{y}\n" for t, y in zip(TRAIN, label)))
-    dev.write_text("review,sentiment\n" + "".join(f"\"{t}\",{y}\n" for t, y in zip(TRAIN[:8], label[:8])))
-    return train, dev
 
 
 def test_finetune_evaluate_predict_on_own_csv(tmp_path, tiny_checkpoint, csv_task, capsys, monkeypatch):

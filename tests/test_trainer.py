@@ -153,3 +153,26 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
     one = load_model(tmp_path / "single" / "last", check_vocab=False)
     for (k, a), b in zip(ddp.state_dict().items(), one.state_dict().values()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=f"{k} differs")
+
+
+def test_lamb_step_matches_the_paper_by_hand():
+    from slimbert.training.optim import Lamb
+
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # ||w|| = 5
+    opt = Lamb([w], lr=0.1, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0)
+    w.grad = torch.tensor([1.0, -2.0])
+    opt.step()
+    # step 1: m_hat = g, v_hat = g^2, so r = g / (|g| + eps) ~ sign(g), ||r|| = sqrt(2)
+    r = torch.tensor([1.0, -2.0]) / (torch.tensor([1.0, 2.0]) + 1e-6)
+    want = torch.tensor([3.0, 4.0]) - 0.1 * (5.0 / r.norm()) * r
+    torch.testing.assert_close(w.detach(), want)
+
+
+def test_lamb_trains_the_synthetic_task(tmp_path):
+    from slimbert.jobs import score
+
+    data, held_out = synthetic_data(n=256), synthetic_data(n=128, seed=1)
+    # LAMB's step is lr x the weight norm of each tensor, so its lr reads larger than Adam's.
+    t, model = run(tmp_path, data, epochs=6, batch_size=16, lr=3e-2, optimizer="lamb")
+    t.fit()
+    assert score(model, held_out, ("accuracy",), pad_id=0)["accuracy"] > 0.9
