@@ -170,3 +170,24 @@ def test_general_distilled_student_is_then_task_distilled(tmp_path, tiny_checkpo
     # the task student started from the general-distilled encoder (its word embeddings moved only a little)
     moved = (student.bert.embeddings.word_embeddings.weight - encoder.embeddings.word_embeddings.weight).abs().max()
     assert moved < 0.05
+
+
+def test_report_groups_seeds_and_writes_table_json_and_plot(tmp_path, tiny_teacher, csv_task, capsys):
+    cache = tmp_path / "cache"
+    for name, seed, student in [("bilstm-s1", "1", "bilstm:hidden=8,mlp=8"), ("bilstm-s2", "2", "bilstm:hidden=8,mlp=8"),
+                                ("bert1", "1", "bert:layers=1")]:
+        assert main(distill_args(tiny_teacher, csv_task, tmp_path / name, cache, "--student", student,
+                                 "--seed", seed)) == 0
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "bilstm-s1"), str(tmp_path / "bilstm-s2"), str(tmp_path / "bert1"),
+                 "--dev-file", str(csv_task[1]), *COLS, "--out", str(out), "--rounds", "1", "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    names = [s["name"] for s in report["summary"]]
+    assert names == ["teacher", "bilstm", "bert1"]
+    bilstm = report["summary"][1]
+    assert bilstm["runs"] == 2 and len(bilstm["scores"]) == 2
+    assert report["summary"][0]["throughput_ratio"] == 1.0
+    assert bilstm["params_ratio"] == pytest.approx(report["runs"][0]["parameters"] / report["runs"][1]["parameters"])
+    table = (out / "report.md").read_text()
+    assert table.count("\n| ") == 3 and "| bilstm | 2 |" in table
+    assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"

@@ -182,6 +182,37 @@ def cmd_distill_general(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    import torch
+
+    from slimbert.checkpoint import load_config
+    from slimbert.evaluation.report import measure, write_report
+
+    runs = [Path(r) for r in args.runs]
+    for r in runs:
+        if not (r / "config.json").exists():
+            raise SlimbertError(f"{r}: not a checkpoint directory (no config.json)")
+    teacher = args.teacher
+    if teacher is None:
+        named = {json.loads((r / "results.json").read_text()).get("teacher") for r in runs
+                 if (r / "results.json").exists()} - {None}
+        if len(named) != 1:
+            raise SlimbertError("give --teacher: the runs name " + (", ".join(sorted(named)) or "no teacher"))
+        teacher = named.pop()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(teacher)
+    if not args.task and not args.dev_file:
+        args.task = cfg.task
+    values = tuple(cfg.label_names()) if cfg.num_labels > 1 and not args.task else None
+    data = _task_data(args, ("dev",), label_values=values, regression=cfg.num_labels == 1)
+    rows = measure(runs, Path(teacher), data, rounds=args.rounds, progress=not args.no_progress)
+    summary = write_report(rows, data, args.out, args.rounds)
+    print((Path(args.out) / "report.md").read_text(), end="")
+    print(f"wrote {Path(args.out) / 'report.md'}, report.json and report.png ({len(summary)} rows)")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from slimbert.checkpoint import load_config
     from slimbert.jobs import evaluate
@@ -308,6 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}-weight", type=float)
     _add_train_args(p, epochs=1, lr=None)
     p.set_defaults(func=cmd_distill_general)
+
+    p = sub.add_parser("report", help="teacher and students side by side: accuracy, size, latency, "
+                       "throughput; Markdown, JSON and a PNG plot")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="student checkpoint dirs; NAME-s1, NAME-s2, ... are seeds of one row")
+    p.add_argument("--teacher", help="teacher checkpoint (default: the one the runs' results.json name)")
+    p.add_argument("--out", required=True, help="directory for report.md, report.json, report.png")
+    _add_data_args(p, "dev")
+    p.add_argument("--rounds", type=_positive_int, default=3, help="timing rounds (default: 3)")
+    p.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("evaluate", help="score a fine-tuned model on a task's dev split")
     p.add_argument("--model", required=True)

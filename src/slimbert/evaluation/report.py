@@ -1,0 +1,180 @@
+"""`slimbert report`: teacher and students side by side, as a Markdown table, JSON and a plot.
+
+Every model is scored on the task's dev split and timed in the same process, round-robin over
+the models so that drift in the machine's speed hits all of them alike: throughput at batch 32
+over the dev sentences (length-sorted, dynamically padded, as served), and latency at batch 1
+on inputs of 32 tokens. Speeds are reported as ratios to the teacher measured in that run.
+
+Runs that differ only by seed (directories named NAME-s1, NAME-s2, ... or NAME-seed1, ...) are
+one row: the mean and the sample standard deviation of their scores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from slimbert.checkpoint import load_model, load_tokenizer
+from slimbert.data.batching import encode_examples
+from slimbert.data.sources import TaskData
+from slimbert.evaluation.bench import (latency_batch, measure_latency, measure_throughput, median,
+                                       size_of, throughput_batches)
+from slimbert.io import atomic_write, atomic_write_text
+
+SEED_SUFFIX = re.compile(r"[-_](s|seed)(\d+)$")
+
+
+@dataclass
+class RunRow:
+    """One checkpoint's measurements."""
+
+    path: str
+    group: str
+    seed: int | None
+    score: float
+    parameters: int
+    file_bytes: int
+    latency_ms: float  # median, batch 1, 32 tokens
+    throughput: float  # sequences/s, batch 32, dev sentences
+    info: dict = field(default_factory=dict)  # from the run's results.json
+
+
+def group_of(path: Path) -> tuple[str, int | None]:
+    m = SEED_SUFFIX.search(path.name)
+    return (path.name[:m.start()], int(m.group(2))) if m else (path.name, None)
+
+
+def _results(path: Path) -> dict:
+    f = path / "results.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def measure(paths: list[Path], teacher: Path, data: TaskData, rounds: int = 3, batch_size: int = 32,
+            seq_len: int = 32, progress: bool = True) -> list[RunRow]:
+    """Score and time the teacher (first row) and every run."""
+    tokenizer = load_tokenizer(teacher)
+    dev = encode_examples(data.dev.examples, tokenizer, 128, data.regression)
+    batches = throughput_batches(dev, batch_size, tokenizer.pad_id)
+    singles = latency_batch(dev, seq_len, tokenizer.pad_id)
+    from slimbert.jobs import score
+
+    entries = [(teacher, "teacher", None)] + [(p, *group_of(p)) for p in paths]
+    models, rows = [], []
+    for path, group, seed in tqdm(entries, desc="scoring", disable=not progress):
+        model = load_model(path)
+        if load_tokenizer(path).vocab != tokenizer.vocab:
+            raise ValueError(f"{path}: its vocabulary differs from the teacher's; the models would not "
+                             "read the same inputs")
+        size = size_of(model, path)
+        metric = score(model, dev, data.metrics, tokenizer.pad_id)[data.main_metric]
+        models.append(model)
+        rows.append(RunRow(str(path), group, seed, metric, size.parameters, size.file_bytes, math.nan,
+                           math.nan, _results(path)))
+    latencies = [[] for _ in models]
+    speeds = [[] for _ in models]
+    for model in models:  # warm-up
+        measure_throughput(model, batches[:2], warmup=0)
+        measure_latency(model, singles[:5], warmup=0)
+    for _ in tqdm(range(rounds), desc="timing rounds", disable=not progress):
+        for i, model in enumerate(models):
+            speeds[i].append(measure_throughput(model, batches, warmup=0))
+            latencies[i] += measure_latency(model, singles, warmup=0)
+    for row, lat, spd in zip(rows, latencies, speeds):
+        row.latency_ms = 1000 * median(lat)
+        row.throughput = median(spd)
+    return rows
+
+
+def summarise(rows: list[RunRow]) -> list[dict]:
+    """One entry per group (teacher first): mean/std of the score, mean speeds, ratios to the teacher."""
+    teacher = rows[0]
+    groups: dict[str, list[RunRow]] = {}
+    for row in rows:
+        groups.setdefault(row.group, []).append(row)
+    out = []
+    for name, members in groups.items():
+        scores = [r.score for r in members]
+        mean = statistics.fmean(scores)
+        info = members[0].info
+        out.append({
+            "name": name,
+            "runs": len(members),
+            "score_mean": mean,
+            "score_std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+            "scores": scores,
+            "of_teacher": mean / teacher.score if teacher.score else math.nan,
+            "parameters": members[0].parameters,
+            "file_mb": members[0].file_bytes / 1e6,
+            "latency_ms": statistics.fmean(r.latency_ms for r in members),
+            "throughput": statistics.fmean(r.throughput for r in members),
+            "params_ratio": teacher.parameters / members[0].parameters,
+            "size_ratio": teacher.file_bytes / members[0].file_bytes if members[0].file_bytes else math.nan,
+            "latency_speedup": teacher.latency_ms / statistics.fmean(r.latency_ms for r in members),
+            "throughput_ratio": statistics.fmean(r.throughput for r in members) / teacher.throughput,
+            "student": info.get("student", "teacher" if name == "teacher" else None),
+            "augmented_examples": info.get("augmented_examples"),
+            "loss_weights": info.get("loss_weights"),
+        })
+    return out
+
+
+def markdown(summary: list[dict], metric: str, task: str, meta: dict) -> str:
+    head = (f"| model | runs | {task} dev {metric} (mean ± std) | % of teacher | parameters | size | "
+            "latency b1 s32 | speed-up | throughput b32 | x teacher |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for s in summary:
+        lines.append(
+            f"| {s['name']} | {s['runs']} | {100 * s['score_mean']:.2f} ± {100 * s['score_std']:.2f} | "
+            f"{100 * s['of_teacher']:.1f}% | {s['parameters'] / 1e6:.2f} M ({s['params_ratio']:.1f}x fewer) | "
+            f"{s['file_mb']:.1f} MB | {s['latency_ms']:.2f} ms | {s['latency_speedup']:.2f}x | "
+            f"{s['throughput']:.0f} seq/s | {s['throughput_ratio']:.2f}x |")
+    foot = (f"\nMeasured in one process: {meta['threads']} threads, torch {meta['torch']}, fp32, "
+            f"{meta['rounds']} timing rounds (medians). Std is the sample standard deviation over seeds.\n")
+    return head + "\n".join(lines) + "\n" + foot
+
+
+def plot(summary: list[dict], metric: str, task: str, path: Path) -> None:
+    """Accuracy against throughput ratio (log scale), the teacher marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for s in summary:
+        is_teacher = s["name"] == "teacher"
+        ax.errorbar(s["throughput_ratio"], 100 * s["score_mean"], yerr=100 * s["score_std"], fmt="*" if is_teacher else "o",
+                    markersize=14 if is_teacher else 7, capsize=3, color="black" if is_teacher else None)
+        ax.annotate(s["name"], (s["throughput_ratio"], 100 * s["score_mean"]), textcoords="offset points",
+                    xytext=(6, 4), fontsize=8)
+    teacher = summary[0]
+    ax.axhline(100 * teacher["score_mean"], color="gray", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("throughput relative to the teacher (batch 32, log scale)")
+    ax.set_ylabel(f"{task} dev {metric} (%)")
+    ax.set_title(f"{task}: accuracy vs. speed (mean ± std over seeds)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
+    plt.close(fig)
+
+
+def write_report(rows: list[RunRow], data: TaskData, out: str | Path, rounds: int) -> list[dict]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(rows)
+    meta = {"threads": torch.get_num_threads(), "torch": torch.__version__, "rounds": rounds,
+            "task": data.name, "metric": data.main_metric}
+    atomic_write_text(out / "report.json", json.dumps(
+        {"meta": meta, "summary": summary, "runs": [asdict(r) for r in rows]}, indent=2, default=str) + "\n")
+    atomic_write_text(out / "report.md", markdown(summary, data.main_metric, data.name, meta))
+    plot(summary, data.main_metric, data.name, out / "report.png")
+    return summary
