@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +41,8 @@ from slimbert.data.readers import Example
 from slimbert.data.sources import TaskData
 from slimbert.errors import DataError
 from slimbert.inference import predict_logits
-from slimbert.io import atomic_write, atomic_write_text, existing_dir
-from slimbert.jobs import _check_head, score
+from slimbert.io import atomic_write, atomic_write_text
+from slimbert.jobs import _check_head, resume_point, run_and_record, score
 from slimbert.tokenizer import Tokenizer
 from slimbert.training.distillation import (DistillationObjective, LayerMapError, LossWeights,
                                             parse_layer_map, uniform_layer_map)
@@ -170,26 +170,6 @@ def _width(model: nn.Module) -> int | None:
     return getattr(model.config, "hidden_size", None)
 
 
-def _run(trainer: Trainer, out: Path, resume: bool, results: dict) -> dict:
-    t0 = time.perf_counter()
-    state = trainer.fit(resume=resume)
-    history = state.history
-    results.update({
-        "best": state.best_metric,
-        "best_epoch": state.best_epoch,
-        "skipped_steps": state.skipped_steps,
-        "wall_seconds_this_run": time.perf_counter() - t0,
-        "train_seq_per_s": float(np.mean([h["train_seq_per_s"] for h in history])) if history else None,
-        "history": history,
-        "config": asdict(trainer.cfg),
-        "threads": torch.get_num_threads(),
-        "device": str(trainer.device),
-    })
-    if trainer.rank == 0:
-        atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
-    return results
-
-
 def distill(teacher: str, student: StudentSpec, data: TaskData, out: str | Path, config: TrainConfig,
             options: DistillOptions, max_length: int = 128, resume: bool = False,
             student_name: str | None = None) -> dict:
@@ -197,9 +177,7 @@ def distill(teacher: str, student: StudentSpec, data: TaskData, out: str | Path,
     out = Path(out)
     if data.train is None:
         raise DataError("distillation needs a train split")
-    last = existing_dir(out / "last")
-    if resume and last is None:
-        raise DataError(f"--resume: {out / 'last'} does not exist; nothing to resume")
+    last = resume_point(out, resume)
     cache_dir = options.cache_dir or default_cache_dir()
     teacher_dir = resolve(teacher)
     teacher_net = load_model(teacher_dir)
@@ -268,7 +246,7 @@ def distill(teacher: str, student: StudentSpec, data: TaskData, out: str | Path,
         "seed": config.seed,
         "max_length": max_length,
     }
-    return _run(trainer, out, resume, results)
+    return run_and_record(trainer, out, resume, results)
 
 
 def read_corpus(paths: list[str | Path], min_words: int = 3) -> list[Example]:
@@ -289,9 +267,7 @@ def distill_general(teacher: str, student: StudentSpec, corpus: list[str | Path]
                     max_length: int = 128, max_examples: int | None = None, resume: bool = False) -> dict:
     """Task-agnostic distillation on raw text; the student keeps the teacher's head kind."""
     out = Path(out)
-    last = existing_dir(out / "last")
-    if resume and last is None:
-        raise DataError(f"--resume: {out / 'last'} does not exist; nothing to resume")
+    last = resume_point(out, resume)
     teacher_dir = resolve(teacher)
     teacher_net = load_model(teacher_dir)
     tcfg = teacher_net.config
@@ -344,4 +320,4 @@ def distill_general(teacher: str, student: StudentSpec, corpus: list[str | Path]
         "seed": config.seed,
         "max_length": max_length,
     }
-    return _run(trainer, out, resume, results)
+    return run_and_record(trainer, out, resume, results)

@@ -39,15 +39,42 @@ def score(model: nn.Module, data: EncodedDataset, metrics: Sequence[str], pad_id
     return compute_metrics(tuple(metrics), logits.numpy(), data.labels.numpy())
 
 
+def resume_point(out: Path, resume: bool) -> Path | None:
+    """OUT/last when it exists; with `resume`, its absence is an error."""
+    last = existing_dir(out / "last")
+    if resume and last is None:
+        raise DataError(f"--resume: {out / 'last'} does not exist; nothing to resume")
+    return last
+
+
+def run_and_record(trainer: Trainer, out: Path, resume: bool, results: dict) -> dict:
+    """Run `trainer`, add what the run measured to `results`, and write OUT/results.json."""
+    t0 = time.perf_counter()
+    state = trainer.fit(resume=resume)
+    history = state.history
+    results.update({
+        "best": state.best_metric,
+        "best_epoch": state.best_epoch,
+        "skipped_steps": state.skipped_steps,
+        "wall_seconds_this_run": time.perf_counter() - t0,
+        "train_seq_per_s": float(np.mean([h["train_seq_per_s"] for h in history])) if history else None,
+        "history": history,
+        "config": asdict(trainer.cfg),
+        "threads": torch.get_num_threads(),
+        "device": str(trainer.device),
+    })
+    if trainer.rank == 0:
+        atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    return results
+
+
 def finetune(model: str, data: TaskData, out: str | Path, config: TrainConfig, max_length: int = 128,
              resume: bool = False) -> dict:
     """Fine-tune a BERT checkpoint on a classification/regression task; returns the results."""
     out = Path(out)
     if data.train is None:
         raise DataError("fine-tuning needs a train split")
-    last = existing_dir(out / "last")
-    if resume and last is None:
-        raise DataError(f"--resume: {out / 'last'} does not exist; nothing to resume")
+    last = resume_point(out, resume)
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(model)
     net = (load_model(last) if resume else
@@ -63,30 +90,16 @@ def finetune(model: str, data: TaskData, out: str | Path, config: TrainConfig, m
     log.info("fine-tuning %s on %s: %d train examples (%s), %d dev, %d steps on %s",
              model, data.name, len(train), data.train.stats.summary(), len(dev) if dev else 0,
              trainer.total_steps(), trainer.device)
-    t0 = time.perf_counter()
-    state = trainer.fit(resume=resume)
-    seconds = time.perf_counter() - t0
-    history = state.history
     results = {
+        "job": "finetune",
         "task": data.name,
         "model": str(model),
         "train_examples": len(train),
         "dev_examples": len(dev) if dev else 0,
         "main_metric": data.main_metric,
-        "best": state.best_metric,
-        "best_epoch": state.best_epoch,
-        "skipped_steps": state.skipped_steps,
-        "wall_seconds_this_run": seconds,
-        "train_seq_per_s": float(np.mean([h["train_seq_per_s"] for h in history])) if history else None,
-        "history": history,
-        "config": asdict(config),
         "max_length": max_length,
-        "threads": torch.get_num_threads(),
-        "device": str(trainer.device),
     }
-    if trainer.rank == 0:
-        atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    return results
+    return run_and_record(trainer, out, resume, results)
 
 
 def evaluate(model: str | Path, data: TaskData, batch_size: int = 64, max_length: int = 128,
