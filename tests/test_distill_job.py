@@ -191,3 +191,15 @@ def test_report_groups_seeds_and_writes_table_json_and_plot(tmp_path, tiny_teach
     table = (out / "report.md").read_text()
     assert table.count("\n| ") == 3 and "| bilstm | 2 |" in table
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_student_checkpoint_with_another_vocabulary_is_refused(tmp_path, tiny_teacher, csv_task, capsys):
+    from conftest import tiny_vocab
+
+    from slimbert import Tokenizer
+
+    vocab = {**tiny_vocab(), "extra": len(tiny_vocab())}
+    other = save_checkpoint(build_model(tiny_config(vocab_size=len(vocab))), Tokenizer(vocab), tmp_path / "other")
+    assert main(distill_args(tiny_teacher, csv_task, tmp_path / "o", tmp_path / "cache", "--student", str(other))) == 2
+    err = capsys.readouterr().err
+    assert "vocabulary differs from the teacher's" in err and "Traceback" not in err

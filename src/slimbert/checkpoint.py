@@ -196,6 +196,13 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
     return Tokenizer.from_dir(resolve(spec))
 
 
+def check_same_vocabulary(spec: str | Path, tokenizer: Tokenizer, other: str = "the teacher's") -> None:
+    """The checkpoint at `spec` must read exactly `tokenizer`'s tokens (e.g. a student its teacher's)."""
+    if load_tokenizer(spec).vocab != tokenizer.vocab:
+        raise CheckpointError(f"{spec}: its vocabulary differs from {other}; the two models would not "
+                              "read the same token ids")
+
+
 def load_model(spec: str | Path, head: str | None = None, num_labels: int | None = None,
                id2label: dict[int, str] | None = None, task: str | None = None,
                check_vocab: bool = True) -> nn.Module:

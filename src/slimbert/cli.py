@@ -88,6 +88,18 @@ def _task_data(args, splits: tuple[str, ...], label_values=None, regression=None
     return data
 
 
+def _dev_data_for(args, model: str):
+    """The dev split to score `model` on: the task its config.json names unless --task or
+    --dev-file says otherwise; own files are read with the model's label names."""
+    from slimbert.checkpoint import load_config
+
+    cfg = load_config(model)
+    if not args.task and not args.dev_file:
+        args.task = cfg.task
+    values = tuple(cfg.label_names()) if cfg.num_labels > 1 and not args.task else None
+    return _task_data(args, ("dev",), label_values=values, regression=cfg.num_labels == 1)
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -185,7 +197,6 @@ def cmd_distill_general(args) -> int:
 def cmd_report(args) -> int:
     import torch
 
-    from slimbert.checkpoint import load_config
     from slimbert.evaluation.report import measure, write_report
 
     runs = [Path(r) for r in args.runs]
@@ -201,11 +212,7 @@ def cmd_report(args) -> int:
         teacher = named.pop()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(teacher)
-    if not args.task and not args.dev_file:
-        args.task = cfg.task
-    values = tuple(cfg.label_names()) if cfg.num_labels > 1 and not args.task else None
-    data = _task_data(args, ("dev",), label_values=values, regression=cfg.num_labels == 1)
+    data = _dev_data_for(args, teacher)
     rows = measure(runs, Path(teacher), data, rounds=args.rounds, progress=not args.no_progress)
     summary = write_report(rows, data, args.out, args.rounds)
     print((Path(args.out) / "report.md").read_text(), end="")
@@ -214,14 +221,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from slimbert.checkpoint import load_config
     from slimbert.jobs import evaluate
 
-    cfg = load_config(args.model)
-    if not args.task and not args.dev_file:
-        args.task = cfg.task
-    values = tuple(cfg.label_names()) if cfg.num_labels > 1 and not args.task else None
-    data = _task_data(args, ("dev",), label_values=values, regression=cfg.num_labels == 1)
+    data = _dev_data_for(args, args.model)
     metrics = evaluate(args.model, data, args.batch_size, args.max_length, args.precision, args.device)
     if args.json:
         print(json.dumps({"task": data.name, "examples": len(data.dev.examples), **metrics}))

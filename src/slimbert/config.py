@@ -113,6 +113,12 @@ def _label_dict_entries(config: ModelConfig, d: dict[str, Any]) -> None:
         del d["id2label"], d["label2id"]
 
 
+def _check_positive(config: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        if int(getattr(config, name)) <= 0:
+            raise CheckpointError(f"config field '{name}': must be positive, got {getattr(config, name)}")
+
+
 def _construct(cls, d: dict[str, Any], source: str):
     """cls(**d) over the fields cls knows (unknown keys ignored); errors name the source."""
     known = {f.name for f in dataclasses.fields(cls)}
@@ -167,10 +173,8 @@ class BertConfig(ModelConfig):
         def bad(field_name: str, why: str) -> CheckpointError:
             return CheckpointError(f"config field '{field_name}': {why}")
 
-        for name in ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size"):
-            if int(getattr(self, name)) <= 0:
-                raise bad(name, f"must be positive, got {getattr(self, name)}")
+        _check_positive(self, ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size",
+                               "max_position_embeddings", "type_vocab_size"))
         if self.num_hidden_layers < 0:
             raise bad("num_hidden_layers", f"must be >= 0, got {self.num_hidden_layers}")
         if self.hidden_size % self.num_attention_heads:
@@ -261,9 +265,7 @@ class WordStudentConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
-        for name in ("vocab_size", "embedding_dim", "num_labels"):
-            if int(getattr(self, name)) <= 0:
-                raise CheckpointError(f"config field '{name}': must be positive, got {getattr(self, name)}")
+        _check_positive(self, ("vocab_size", "embedding_dim", "num_labels"))
         if self.head != "classification":
             raise CheckpointError(f"config field 'head': a {self.MODEL_TYPE} student is always a "
                                   f"classifier, got '{self.head}'")
@@ -295,9 +297,7 @@ class BiLSTMConfig(WordStudentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("hidden_size", "mlp_size"):
-            if int(getattr(self, name)) <= 0:
-                raise CheckpointError(f"config field '{name}': must be positive, got {getattr(self, name)}")
+        _check_positive(self, ("hidden_size", "mlp_size"))
 
 
 @dataclass

@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from slimbert.checkpoint import load_model, load_tokenizer, resolve
+from slimbert.checkpoint import check_same_vocabulary, load_model, load_tokenizer, resolve
 from slimbert.compress.students import (BertStudentSpec, CheckpointStudentSpec, StudentSpec,
                                         StudentSpecError, make_student)
 from slimbert.config import BertConfig
@@ -43,7 +43,6 @@ from slimbert.errors import DataError
 from slimbert.inference import predict_logits
 from slimbert.io import atomic_write, atomic_write_text
 from slimbert.jobs import _check_head, resume_point, run_and_record, score
-from slimbert.tokenizer import Tokenizer
 from slimbert.training.distillation import (DistillationObjective, LayerMapError, LossWeights,
                                             parse_layer_map, uniform_layer_map)
 from slimbert.training.trainer import TrainConfig, Trainer
@@ -144,13 +143,6 @@ def transfer_set(train: list[Example], cfg: AugmentConfig | None, cache_dir: Pat
     return list(train) + extra, len(extra)
 
 
-def _check_same_vocab(student_dir: str, tokenizer: Tokenizer) -> None:
-    other = load_tokenizer(student_dir)
-    if other.vocab != tokenizer.vocab:
-        raise StudentSpecError(f"{student_dir}: its vocabulary differs from the teacher's; a student "
-                               "must read the teacher's tokens")
-
-
 def _layer_map(options: DistillOptions, student: nn.Module, teacher: nn.Module) -> list[tuple[int, int]] | None:
     w = options.weights
     if not (w.hidden or w.attention):
@@ -196,7 +188,7 @@ def distill(teacher: str, student: StudentSpec, data: TaskData, out: str | Path,
         net = load_model(last)
     else:
         if isinstance(student, CheckpointStudentSpec):
-            _check_same_vocab(student.path, tokenizer)
+            check_same_vocabulary(student.path, tokenizer)
         net = make_student(student, teacher_net, {
             "head": "classification", "num_labels": data.num_labels, "id2label": data.id2label,
             "task": data.name, "pairs": has_pairs,
@@ -289,7 +281,7 @@ def distill_general(teacher: str, student: StudentSpec, corpus: list[str | Path]
         net = load_model(last)
     else:
         if isinstance(student, CheckpointStudentSpec):
-            _check_same_vocab(student.path, tokenizer)
+            check_same_vocabulary(student.path, tokenizer)
         net = make_student(student, teacher_net, {"head": tcfg.head})
     examples = read_corpus(corpus)[:max_examples]
     train = encode_examples(examples, tokenizer, max_length)

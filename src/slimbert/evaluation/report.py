@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from slimbert.checkpoint import load_model, load_tokenizer
+from slimbert.checkpoint import check_same_vocabulary, load_model, load_tokenizer
 from slimbert.data.batching import encode_examples
 from slimbert.data.sources import TaskData
 from slimbert.evaluation.bench import (latency_batch, measure_latency, measure_throughput, median,
                                        size_of, throughput_batches)
 from slimbert.io import atomic_write, atomic_write_text
+from slimbert.jobs import score
 
 SEED_SUFFIX = re.compile(r"[-_](s|seed)(\d+)$")
 
@@ -63,15 +64,11 @@ def measure(paths: list[Path], teacher: Path, data: TaskData, rounds: int = 3, b
     dev = encode_examples(data.dev.examples, tokenizer, 128, data.regression)
     batches = throughput_batches(dev, batch_size, tokenizer.pad_id)
     singles = latency_batch(dev, seq_len, tokenizer.pad_id)
-    from slimbert.jobs import score
-
     entries = [(teacher, "teacher", None)] + [(p, *group_of(p)) for p in paths]
     models, rows = [], []
     for path, group, seed in tqdm(entries, desc="scoring", disable=not progress):
         model = load_model(path)
-        if load_tokenizer(path).vocab != tokenizer.vocab:
-            raise ValueError(f"{path}: its vocabulary differs from the teacher's; the models would not "
-                             "read the same inputs")
+        check_same_vocabulary(path, tokenizer)
         size = size_of(model, path)
         metric = score(model, dev, data.metrics, tokenizer.pad_id)[data.main_metric]
         models.append(model)
