@@ -226,9 +226,24 @@ def load_model(spec: str | Path, head: str | None = None, num_labels: int | None
         config = config.replace(**changes)
     if check_vocab:
         _check_vocab(directory, config)
+    sd = read_state_dict(directory)
+    if config.quantization is not None:
+        return _load_int8(config, sd, str(directory))
     model = build_model(config)
-    load_weights(model, read_state_dict(directory), source=str(directory))
+    load_weights(model, sd, source=str(directory))
+    if config.dtype == "bfloat16":
+        model.to(torch.bfloat16)
     return model.eval()
+
+
+def _load_int8(config: ModelConfig, sd: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """An int8 checkpoint: the fp32 model with the dequantized weights, then the exact int8 tensors."""
+    from slimbert.compress.quantize import dequantized_state_dict, restore_int8
+
+    names = config.quantization["modules"]
+    model = build_model(config)
+    load_weights(model, dequantized_state_dict(sd, names), source=source)
+    return restore_int8(model, sd).eval()
 
 
 def _check_vocab(directory: Path, config: ModelConfig) -> None:
@@ -259,7 +274,12 @@ def save_checkpoint(model: nn.Module, tokenizer: Tokenizer | None, directory: st
     if tokenizer is not None and len(tokenizer) != config.vocab_size:
         raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the model's "
                               f"vocab_size is {config.vocab_size}")
-    sd = model_state_dict(model)
+    if getattr(config, "quantization", None):
+        from slimbert.compress.quantize import int8_state_dict
+
+        sd = int8_state_dict(model)
+    else:
+        sd = model_state_dict(model)
     atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt"}))
     config.save(directory / CONFIG_NAME)
     if tokenizer is not None:
@@ -268,8 +288,20 @@ def save_checkpoint(model: nn.Module, tokenizer: Tokenizer | None, directory: st
 
 
 def export_hf(model: nn.Module, tokenizer: Tokenizer | None, directory: str | Path) -> Path:
-    """Write a checkpoint stock `transformers` loads (BertModel/ForSequenceClassification/ForMaskedLM)."""
+    """Write a checkpoint stock `transformers` loads (BertModel/ForSequenceClassification/ForMaskedLM).
+
+    A pruned model is written in the uniform shapes `transformers` expects, the removed heads
+    and neurons as zeros (slimbert.compress.prune.dense_equivalent): the same outputs, but not
+    the smaller size; keep the slimbert checkpoint (or ONNX) for serving."""
+    from slimbert.compress.prune import dense_equivalent
+
     config = model.config
+    if getattr(config, "quantization", None):
+        raise CheckpointError("an int8 model has no Hugging Face BERT form; export the fp32 model, "
+                              "or use --format onnx (which quantizes the ONNX graph instead)")
+    if isinstance(config, BertConfig) and config.is_pruned:
+        model = dense_equivalent(model)
+        config = model.config
     if not config.is_hf_compatible:
         why = ("uses norm_style='pre', which Hugging Face BERT cannot compute"
                if isinstance(config, BertConfig) else f"is a {config.MODEL_TYPE}, not a BERT")

@@ -107,7 +107,8 @@ def cmd_finetune(args) -> int:
     from slimbert.jobs import finetune
 
     data = _task_data(args, ("train", "dev"), max_train=args.max_train_examples)
-    results = finetune(args.model, data, args.out, _train_config(args), args.max_length, args.resume)
+    results = finetune(args.model, data, args.out, _train_config(args), args.max_length, args.resume,
+                       layerdrop=args.layerdrop)
     if results["best"] is not None:
         print(f"{data.name}: best dev {results['main_metric']} = {results['best']:.4f} "
               f"(epoch {results['best_epoch']}); model saved to {args.out}")
@@ -160,7 +161,8 @@ def cmd_distill(args) -> int:
         raise SlimbertError(str(e)) from None
     options = DistillOptions(weights=_loss_weights(args, kind, data.regression), temperature=args.temperature,
                              layer_map=args.layer_map, hidden_loss=args.hidden_loss, augment=augment,
-                             cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+                             cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                             layerdrop=args.layerdrop or 0.0)
     results = distill(args.teacher, spec, data, args.out, _train_config(args, STUDENT_LR[kind]), options,
                       args.max_length, args.resume, student_name=args.student)
     if results["best"] is not None:
@@ -268,6 +270,78 @@ def cmd_vocab(args) -> int:
     return 0
 
 
+def _keep_layers(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    if not text.startswith("keep="):
+        raise SlimbertError(f"--layers {text}: expected keep=0,2,4")
+    try:
+        return [int(x) for x in text[len("keep="):].split(",")]
+    except ValueError:
+        raise SlimbertError(f"--layers {text}: layer numbers must be integers, e.g. keep=0,2,4") from None
+
+
+def cmd_prune(args) -> int:
+    from slimbert.compress.jobs import prune
+
+    for name in ("heads", "ffn"):
+        if not 0 <= getattr(args, name) < 1:
+            raise SlimbertError(f"--{name}: the fraction to remove must be in [0, 1), got {getattr(args, name)}")
+    keep = _keep_layers(args.layers)
+    if not (args.heads or args.ffn or keep):
+        raise SlimbertError("nothing to prune: give --heads, --ffn and/or --layers keep=...")
+    data = _task_data(args, ("train", "dev") if (args.heads or args.ffn or args.recover_epochs) else ("dev",))
+    recover = None
+    if args.recover_epochs:
+        args.epochs = args.recover_epochs
+        recover = _train_config(args, 5e-5)
+    results = prune(args.model, data, args.out, args.heads, args.ffn, keep, args.importance_examples,
+                    max_length=args.max_length, recover=recover, teacher=args.teacher,
+                    seed=args.seed, progress=not args.no_progress)
+    metric = results["main_metric"]
+    line = (f"{data.name}: {results['parameters_before'] / 1e6:.2f} M -> {results['parameters_after'] / 1e6:.2f} M "
+            f"parameters; dev {metric} {results['dev_before'][metric]:.4f} -> "
+            f"{results['dev_after_pruning'][metric]:.4f} after pruning")
+    if recover:
+        line += f" -> {results['dev_after_recovery']:.4f} after {args.recover_epochs} epoch(s) of {results['recovery']}"
+    print(line + f"; saved to {args.out}")
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from slimbert.compress.jobs import quantize
+
+    out = quantize(args.model, args.out, args.dtype)
+    print(f"wrote the {args.dtype} model to {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from slimbert.compress.jobs import export
+
+    files = export(args.model, args.format, args.out, args.int8)
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from slimbert.evaluation.bench_run import run_bench, write_bench
+
+    models = [Path(m) for m in args.model]
+    data = _dev_data_for(args, args.model[0])
+    if data.dev is None:
+        raise SlimbertError("bench times real dev sentences: give --task (and --data-dir) or --dev-file")
+    seq_lens = tuple(int(x) for x in args.seq_lens.split(","))
+    backends = args.backend or ["torch"]
+    rows, meta = run_bench(models, backends, data, seq_lens, args.batch_size, args.rounds, args.threads,
+                           memory=not args.no_memory, references=not args.no_references,
+                           progress=not args.no_progress)
+    out = write_bench(rows, meta, args.out)
+    print((out / "bench.md").read_text(), end="")
+    print(f"wrote {out / 'bench.json'}, bench.md" + (" and bench.png" if (out / "bench.png").exists() else ""))
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -283,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (best model; last/ for --resume)")
     _add_data_args(p, "train,dev")
     p.add_argument("--max-train-examples", type=_positive_int, help="use only the first N training rows")
+    p.add_argument("--layerdrop", type=float,
+                   help="LayerDrop: skip each layer with this probability while training, so layers "
+                   "can be dropped later (slimbert prune --layers keep=...)")
     _add_train_args(p, epochs=3, lr=5e-5)
     p.set_defaults(func=cmd_finetune)
 
@@ -319,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--augment-seed", type=int, default=0)
     p.add_argument("--cache-dir", help="cache for teacher logits and augmented sets "
                    "(default: $SLIMBERT_CACHE or ~/.cache/slimbert)")
+    p.add_argument("--layerdrop", type=float, help="LayerDrop probability for a bert student")
     _add_train_args(p, epochs=3, lr=None)
     p.set_defaults(func=cmd_distill)
 
@@ -353,6 +431,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("prune", help="remove attention heads, feed-forward neurons and/or layers, "
+                       "then optionally recover accuracy",
+                       description="Structured pruning: heads and neurons are ranked by importance "
+                       "(Michel et al. 2019) on a sample of the training set and the least important "
+                       "removed; the model becomes physically smaller and config.json records it.")
+    p.add_argument("--model", required=True, help="fine-tuned checkpoint directory")
+    p.add_argument("--heads", type=float, default=0.0, help="fraction of all attention heads to remove")
+    p.add_argument("--ffn", type=float, default=0.0, help="fraction of all feed-forward neurons to remove")
+    p.add_argument("--layers", help="layers to keep, e.g. keep=0,2,4 (best after --layerdrop training)")
+    p.add_argument("--importance-examples", type=_positive_int, default=2048,
+                   help="training examples to score importance on (default: 2048)")
+    p.add_argument("--out", required=True, help="output directory (the pruned model; with recovery "
+                   "the recovered model, and the unrecovered one in OUT/pruned)")
+    p.add_argument("--recover-epochs", type=int, default=0,
+                   help="fine-tune (or, with --teacher, distil) this many epochs after pruning")
+    p.add_argument("--teacher", help="recover by distilling from this model (usually the unpruned --model)")
+    _add_data_args(p, "train,dev")
+    _add_train_args(p, epochs=1, lr=5e-5)
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("quantize", help="int8 (dynamic) or bf16 copy of a checkpoint, for CPU serving")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--dtype", choices=("int8", "bf16"), default="int8",
+                   help="int8: dynamic quantization of every Linear (default); bf16: bfloat16 weights")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("export", help="export to ONNX, or to a checkpoint stock transformers loads")
+    p.add_argument("--model", required=True)
+    p.add_argument("--format", choices=("onnx", "hf"), required=True)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--int8", action="store_true", help="onnx: also write model_int8.onnx (ONNX Runtime int8)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="latency, throughput, memory and size of checkpoints x backends",
+                       description="Every model and backend is timed round-robin on the same real dev "
+                       "sentences; Hugging Face transformers and ONNX Runtime on the same weights are "
+                       "measured in every run as references.")
+    p.add_argument("--model", nargs="+", required=True, help="checkpoint directories (slimbert or transformers)")
+    p.add_argument("--backend", nargs="+", choices=("torch", "torch-int8", "torch-bf16", "onnxruntime",
+                                                   "onnxruntime-int8", "hf"),
+                   help="backends to time (default: torch; hf and onnxruntime are always added)")
+    p.add_argument("--no-references", action="store_true", help="do not add the hf and onnxruntime rows")
+    p.add_argument("--out", default="bench", help="directory for bench.json, bench.md, bench.png")
+    _add_data_args(p, "dev")
+    p.add_argument("--seq-lens", default="16,32,128", help="batch-1 latency lengths (default: 16,32,128)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="throughput batch (default: 32)")
+    p.add_argument("--rounds", type=_positive_int, default=3)
+    p.add_argument("--threads", type=_positive_int, help="torch / ONNX Runtime threads (default: torch's choice)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe (a process per row)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("evaluate", help="score a fine-tuned model on a task's dev split")
     p.add_argument("--model", required=True)

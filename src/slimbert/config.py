@@ -113,6 +113,30 @@ def _label_dict_entries(config: ModelConfig, d: dict[str, Any]) -> None:
         del d["id2label"], d["label2id"]
 
 
+DTYPES = ("float32", "bfloat16")
+
+
+def _serving_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """Read `dtype` (transformers 5 key, else the older `torch_dtype`); slimbert builds models in
+    fp32 unless they were saved in bf16 for serving (float16 weights load as fp32, as in transformers)."""
+    dtype = d.get("dtype") or d.get("torch_dtype") or "float32"
+    d["dtype"] = dtype if dtype in DTYPES else "float32"
+    return d
+
+
+def _check_serving(config: Any) -> None:
+    if config.dtype not in DTYPES:
+        raise CheckpointError(f"config field 'dtype': must be one of {DTYPES}, got '{config.dtype}'")
+    q = config.quantization
+    if q is not None and (not isinstance(q, dict) or q.get("method") != "dynamic_int8"
+                          or not isinstance(q.get("modules"), list)):
+        raise CheckpointError(f"config field 'quantization': expected {{'method': 'dynamic_int8', "
+                              f"'modules': [...]}}, got {q!r}")
+    if q is not None and config.dtype != "float32":
+        raise CheckpointError("config fields 'quantization' and 'dtype': an int8 model has float32 "
+                              f"non-quantized weights, got dtype '{config.dtype}'")
+
+
 def _check_positive(config: Any, names: tuple[str, ...]) -> None:
     for name in names:
         if int(getattr(config, name)) <= 0:
@@ -158,12 +182,21 @@ class BertConfig(ModelConfig):
     problem_type: str | None = None  # "single_label_classification" or "regression"
     id2label: dict[int, str] = field(default_factory=dict)  # class index -> label name
     task: str | None = None  # the task the head was trained on, e.g. "sst2" (informational)
-    # Heads removed by pruning, per layer (the `transformers` field of the same name).
+    # Heads removed by pruning, per layer, as indices of the unpruned layer (the field of the
+    # same name in `transformers` 4.x).
     pruned_heads: dict[int, list[int]] = field(default_factory=dict)
+    # Feed-forward width of each layer after neuron pruning; None = intermediate_size everywhere.
+    intermediate_sizes: list[int] | None = None
+    # LayerDrop (Fan et al. 2019): during training each layer is skipped with this probability.
+    layerdrop: float = 0.0
+    dtype: str = "float32"  # weights' dtype when served: "float32" or "bfloat16" (slimbert quantize --dtype)
+    quantization: dict[str, Any] | None = None  # int8: {"method": "dynamic_int8", "modules": [...]}
 
     def __post_init__(self) -> None:
         self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
-        self.pruned_heads = {int(k): sorted(int(h) for h in v) for k, v in self.pruned_heads.items()}
+        self.pruned_heads = {int(k): sorted(int(h) for h in v) for k, v in self.pruned_heads.items() if v}
+        if self.intermediate_sizes is not None:
+            self.intermediate_sizes = [int(n) for n in self.intermediate_sizes]
         if self.problem_type is None and self.head == "classification":
             self.problem_type = "regression" if self.num_labels == 1 else "single_label_classification"
         self.validate()
@@ -198,6 +231,18 @@ class BertConfig(ModelConfig):
                 raise bad("pruned_heads", f"layer {layer} does not exist")
             if len(heads) >= self.num_attention_heads:
                 raise bad("pruned_heads", f"layer {layer} would lose all its heads")
+            if len(set(heads)) != len(heads) or not all(0 <= h < self.num_attention_heads for h in heads):
+                raise bad("pruned_heads", f"layer {layer}: {heads} are not distinct heads of "
+                          f"0..{self.num_attention_heads - 1}")
+        if self.intermediate_sizes is not None:
+            if len(self.intermediate_sizes) != self.num_hidden_layers:
+                raise bad("intermediate_sizes", f"{len(self.intermediate_sizes)} sizes for "
+                          f"{self.num_hidden_layers} layers")
+            if min(self.intermediate_sizes, default=1) <= 0:
+                raise bad("intermediate_sizes", f"must be positive, got {self.intermediate_sizes}")
+        if not 0 <= self.layerdrop < 1:
+            raise bad("layerdrop", f"must be in [0, 1), got {self.layerdrop}")
+        _check_serving(self)
 
     # --------------------------------------------------------------- derived
     @property
@@ -208,11 +253,24 @@ class BertConfig(ModelConfig):
         """Number of attention heads left in `layer` after pruning."""
         return self.num_attention_heads - len(self.pruned_heads.get(layer, []))
 
+    def ffn_size_in_layer(self, layer: int) -> int:
+        """Feed-forward width of `layer` after neuron pruning."""
+        return self.intermediate_size if self.intermediate_sizes is None else self.intermediate_sizes[layer]
+
+    @property
+    def is_pruned(self) -> bool:
+        """Heads or feed-forward neurons were removed (the weights are smaller than the HF shapes)."""
+        return bool(self.pruned_heads) or (
+            self.intermediate_sizes is not None
+            and any(n != self.intermediate_size for n in self.intermediate_sizes))
+
     @property
     def is_hf_compatible(self) -> bool:
-        """True when stock `transformers` BERT computes exactly what this config describes."""
-        return self.norm_style == "post" and self.position_embedding_type == "absolute"
-
+        """True when stock `transformers` BERT computes exactly what this config describes
+        with weights of these shapes. A pruned model is not (transformers 5 has no per-layer
+        shapes); `slimbert export --format hf` pads it back with zeros, which is exact."""
+        return (self.norm_style == "post" and self.position_embedding_type == "absolute"
+                and not self.is_pruned and self.quantization is None)
 
     # ------------------------------------------------------------- HF layout
     def to_dict(self) -> dict[str, Any]:
@@ -220,10 +278,13 @@ class BertConfig(ModelConfig):
         d = dataclasses.asdict(self)
         _label_dict_entries(self, d)
         d["pruned_heads"] = {str(k): v for k, v in sorted(self.pruned_heads.items())}
-        # `transformers` reads model_type/architectures; a pre-norm model gets a model_type
-        # transformers does not know, so it refuses the checkpoint instead of silently
-        # computing something else.
+        # `transformers` reads model_type/architectures; a pre-norm or pruned model gets a
+        # model_type transformers does not know, so it refuses the checkpoint instead of silently
+        # computing something else (or failing on shapes).
         d["model_type"] = "bert" if self.is_hf_compatible else "slimbert_bert"
+        d["torch_dtype"] = self.dtype  # the key transformers 4.x reads
+        if self.quantization is None:
+            del d["quantization"]
         d["architectures"] = [HEAD_TO_ARCHITECTURE[self.head]]
         return d
 
@@ -241,7 +302,7 @@ class BertConfig(ModelConfig):
                 raise CheckpointError(f"{source}: architecture '{arch}' is not supported; "
                                       f"expected one of {sorted(ARCHITECTURE_TO_HEAD)}")
             d["head"] = ARCHITECTURE_TO_HEAD[arch]
-        return _construct(cls, _labels_from_dict(d), source)
+        return _construct(cls, _serving_fields(_labels_from_dict(d)), source)
 
 
 # ------------------------------------------------------------------ small students
@@ -262,6 +323,8 @@ class WordStudentConfig(ModelConfig):
     id2label: dict[int, str] = field(default_factory=dict)  # class index -> label name
     task: str | None = None  # the task the head was trained on (informational)
     head: str = "classification"  # always a classifier
+    dtype: str = "float32"  # weights' dtype when served: "float32" or "bfloat16"
+    quantization: dict[str, Any] | None = None  # int8: {"method": "dynamic_int8", "modules": [...]}
 
     def __post_init__(self) -> None:
         self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
@@ -271,6 +334,7 @@ class WordStudentConfig(ModelConfig):
                                   f"classifier, got '{self.head}'")
         if not 0 <= self.dropout < 1:
             raise CheckpointError(f"config field 'dropout': must be in [0, 1), got {self.dropout}")
+        _check_serving(self)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -283,7 +347,7 @@ class WordStudentConfig(ModelConfig):
         d = dict(d)
         if d.get("model_type") != cls.MODEL_TYPE:
             raise CheckpointError(f"{source}: model_type '{d.get('model_type')}' is not {cls.MODEL_TYPE}")
-        return _construct(cls, _labels_from_dict(d), source)
+        return _construct(cls, _serving_fields(_labels_from_dict(d)), source)
 
 
 @dataclass

@@ -65,6 +65,7 @@ class DistillOptions:
     hidden_loss: str = "cosine"  # "cosine" or "mse"
     augment: AugmentConfig | None = None  # Tang et al. augmentation of the transfer set
     cache_dir: Path | None = None  # where teacher logits and augmented sets are kept
+    layerdrop: float = 0.0  # LayerDrop probability for a BERT student (Fan et al. 2019)
 
 
 def _sha(*parts: bytes) -> str:
@@ -193,6 +194,10 @@ def distill(teacher: str, student: StudentSpec, data: TaskData, out: str | Path,
             "head": "classification", "num_labels": data.num_labels, "id2label": data.id2label,
             "task": data.name, "pairs": has_pairs,
             "problem_type": "regression" if data.regression else "single_label_classification"})
+        if options.layerdrop:
+            from slimbert.compress.prune import set_layerdrop
+
+            set_layerdrop(net, options.layerdrop)
 
     t0 = time.perf_counter()
     examples, n_aug = transfer_set(data.train.examples, options.augment, cache_dir, config.progress)

@@ -69,8 +69,10 @@ def run_and_record(trainer: Trainer, out: Path, resume: bool, results: dict) -> 
 
 
 def finetune(model: str, data: TaskData, out: str | Path, config: TrainConfig, max_length: int = 128,
-             resume: bool = False) -> dict:
-    """Fine-tune a BERT checkpoint on a classification/regression task; returns the results."""
+             resume: bool = False, layerdrop: float | None = None) -> dict:
+    """Fine-tune a BERT checkpoint on a classification/regression task; returns the results.
+
+    `layerdrop`: train with LayerDrop at this probability (None: as the checkpoint says)."""
     out = Path(out)
     if data.train is None:
         raise DataError("fine-tuning needs a train split")
@@ -80,6 +82,10 @@ def finetune(model: str, data: TaskData, out: str | Path, config: TrainConfig, m
     net = (load_model(last) if resume else
            load_model(model, head="classification", num_labels=data.num_labels,
                       id2label=data.id2label, task=data.name))
+    if layerdrop is not None and not resume:
+        from slimbert.compress.prune import set_layerdrop
+
+        set_layerdrop(net, layerdrop)
     train = encode_table(data.train, tokenizer, max_length, data.regression)
     dev = encode_table(data.dev, tokenizer, max_length, data.regression) if data.dev else None
     evaluate = (lambda m: score(m, dev, data.metrics, tokenizer.pad_id, precision=config.precision)
@@ -98,6 +104,7 @@ def finetune(model: str, data: TaskData, out: str | Path, config: TrainConfig, m
         "dev_examples": len(dev) if dev else 0,
         "main_metric": data.main_metric,
         "max_length": max_length,
+        "layerdrop": getattr(net.config, "layerdrop", 0.0),
     }
     return run_and_record(trainer, out, resume, results)
 

@@ -139,7 +139,9 @@ def keep_layers(model: nn.Module, layers: list[int], config: BertConfig | None =
     config = (config or src_cfg).replace(
         num_hidden_layers=len(layers),
         pruned_heads={new: src_cfg.pruned_heads[old] for new, old in enumerate(layers)
-                      if old in src_cfg.pruned_heads})
+                      if old in src_cfg.pruned_heads},
+        intermediate_sizes=(None if src_cfg.intermediate_sizes is None
+                            else [src_cfg.intermediate_sizes[old] for old in layers]))
     new = build_model(config)
     rename = {f"encoder.layer.{old}.": f"encoder.layer.{new_i}." for new_i, old in enumerate(layers)}
     src = encoder_of(model).state_dict()
@@ -196,7 +198,7 @@ def make_student(spec: StudentSpec, teacher: nn.Module, head_config: dict) -> nn
             raise StudentSpecError(f"hidden={spec.hidden}: give heads=A with hidden divisible by A")
         config = tcfg.replace(hidden_size=spec.hidden, num_attention_heads=heads,
                               intermediate_size=4 * spec.hidden, num_hidden_layers=spec.layers,
-                              pruned_heads={}, **bert_head)
+                              pruned_heads={}, intermediate_sizes=None, **bert_head)
         return build_model(config)
     word_cfg = dict(vocab_size=tcfg.vocab_size, pad_token_id=getattr(tcfg, "pad_token_id", 0),
                     num_labels=head_config["num_labels"], id2label=head_config.get("id2label") or {},

@@ -49,9 +49,11 @@ def latency_batch(data: EncodedDataset, seq_len: int, pad_id: int, n: int = 32) 
 
 
 @torch.inference_mode()
-def measure_latency(model: nn.Module, inputs: list[dict[str, torch.Tensor]], warmup: int = 5) -> list[float]:
-    """Seconds per forward pass for each input (after `warmup` passes)."""
-    model.eval()
+def measure_latency(model, inputs: list[dict[str, torch.Tensor]], warmup: int = 5) -> list[float]:
+    """Seconds per forward pass for each input (after `warmup` passes); `model` is any callable
+    taking the model inputs as keywords (a module, an ONNX Runtime session wrapper, ...)."""
+    if isinstance(model, nn.Module):
+        model.eval()
     for batch in inputs[:warmup]:
         model(**model_inputs(batch))
     times = []
@@ -91,3 +93,101 @@ def percentile(xs: list[float], q: float) -> float:
     k = (len(s) - 1) * q / 100
     lo, hi = int(k), min(int(k) + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+# ------------------------------------------------------------------ slimbert bench
+
+
+@torch.inference_mode()
+def timed_pass(forward, batches: list[dict[str, torch.Tensor]], warmup: int = 2) -> tuple[float, torch.Tensor]:
+    """Sequences per second over one pass of `batches` (after `warmup` batches), and the logits
+    of that pass in batch order (for accuracy)."""
+    for batch in batches[:warmup]:
+        forward(**model_inputs(batch))
+    n = sum(len(b["input_ids"]) for b in batches)
+    outputs = []
+    t0 = time.perf_counter()
+    for batch in batches:
+        outputs.append(forward(**model_inputs(batch)))
+    seconds = time.perf_counter() - t0
+    return n / seconds, torch.cat([o.float() for o in outputs]) if outputs[0].dim() == 2 else torch.empty(0)
+
+
+def forward_flops(config, batches: list[dict[str, torch.Tensor]]) -> float | None:
+    """Multiply-adds x 2 of a BERT encoder forward over `batches` (matmuls only; None if not a BERT).
+
+    Per layer and sequence of T tokens with N heads of size D and an FFN of width I:
+    Q, K, V and output projections 2*T*H*(N*D)*4; scores and weighted values 2*2*T*T*(N*D);
+    feed-forward 2*2*T*H*I."""
+    from slimbert.config import BertConfig
+
+    if not isinstance(config, BertConfig):
+        return None
+    H, D = config.hidden_size, config.head_dim
+    total = 0.0
+    for batch in batches:
+        B, T = batch["input_ids"].shape
+        for layer in range(config.num_hidden_layers):
+            ND = config.heads_in_layer(layer) * D
+            total += B * (8 * T * H * ND + 4 * T * T * ND + 4 * T * H * config.ffn_size_in_layer(layer))
+    return total
+
+
+def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 20) -> float:
+    """The machine's measured matmul peak for `dtype` (best of `repeats` n x n x n products)."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def peak_memory_mb(checkpoint: Path, backend: str, workdir: Path, batch_size: int, seq_len: int,
+                   threads: int | None) -> float | None:
+    """Peak resident memory (MB) a fresh process adds to serve one batch of `batch_size` x
+    `seq_len` with `backend`, over what it holds after importing torch and slimbert."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "slimbert.evaluation.bench", "--memory", str(checkpoint), backend,
+           str(workdir), str(batch_size), str(seq_len), str(threads or 0)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def _memory_probe(argv: list[str]) -> None:
+    import json
+    import resource
+
+    checkpoint, backend, workdir, batch_size, seq_len, threads = argv
+    if int(threads):
+        torch.set_num_threads(int(threads))
+    from slimbert.evaluation.backends import load
+
+    def rss_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+    from slimbert.checkpoint import load_config
+
+    token = min(1000, load_config(checkpoint).vocab_size - 1)
+    base = rss_mb()
+    served = load(Path(checkpoint), backend, Path(workdir), int(threads) or None)
+    ids = torch.full((int(batch_size), int(seq_len)), token, dtype=torch.long)
+    with torch.inference_mode():
+        served.forward(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids))
+    print(json.dumps({"peak_mb": rss_mb() - base}))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--memory"]:
+        _memory_probe(sys.argv[2:])

@@ -34,9 +34,10 @@ ACT_FNS = {
 def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """(B, T) 1/0 mask -> (B, 1, 1, T) boolean mask for attention (True = may attend).
 
-    Returns None when nothing is padded, which lets SDPA take its fastest kernel.
+    Returns None when nothing is padded, which lets SDPA take its fastest kernel. Under
+    torch.compile/torch.export the mask is always kept: the check would depend on the data.
     """
-    if attention_mask is None or bool(attention_mask.all()):
+    if attention_mask is None or (not torch.compiler.is_compiling() and bool(attention_mask.all())):
         return None
     return attention_mask.bool()[:, None, None, :]
 
@@ -139,11 +140,11 @@ class BertAttention(nn.Module):
 
 
 class BertIntermediate(nn.Module):
-    """H -> I with the activation."""
+    """H -> I with the activation (I is this layer's width, smaller after neuron pruning)."""
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, ffn_size: int):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.dense = nn.Linear(config.hidden_size, ffn_size)
         self.intermediate_act_fn = ACT_FNS[config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,9 +154,9 @@ class BertIntermediate(nn.Module):
 class BertOutput(nn.Module):
     """I -> H; owns the feed-forward sub-layer's LayerNorm."""
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, ffn_size: int):
         super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dense = nn.Linear(ffn_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -172,12 +173,12 @@ class BertLayer(nn.Module):
     Hugging Face BERT computes, so such models export to slimbert checkpoints only.
     """
 
-    def __init__(self, config: BertConfig, num_heads: int):
+    def __init__(self, config: BertConfig, num_heads: int, ffn_size: int):
         super().__init__()
         self.pre_norm = config.norm_style == "pre"
         self.attention = BertAttention(config, num_heads)
-        self.intermediate = BertIntermediate(config)
-        self.output = BertOutput(config)
+        self.intermediate = BertIntermediate(config, ffn_size)
+        self.output = BertOutput(config, ffn_size)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
                 output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -197,10 +198,17 @@ class BertLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
+    """The stack of blocks. With LayerDrop (Fan et al. 2019, https://arxiv.org/abs/1909.11556)
+    each block is skipped with probability `config.layerdrop` at every training step, so that
+    the model learns to work without any of them and layers can be removed for inference
+    (slimbert.compress.prune.drop_layers) at a small cost in accuracy."""
+
     def __init__(self, config: BertConfig):
         super().__init__()
+        self.layerdrop = config.layerdrop
         self.layer = nn.ModuleList(
-            BertLayer(config, config.heads_in_layer(i)) for i in range(config.num_hidden_layers)
+            BertLayer(config, config.heads_in_layer(i), config.ffn_size_in_layer(i))
+            for i in range(config.num_hidden_layers)
         )
         # Pre-norm stacks end un-normalised; one final LayerNorm fixes the output scale.
         self.final_layer_norm = (nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -209,7 +217,13 @@ class BertEncoder(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_hidden_states: bool = False,
                 output_attentions: bool = False):
         hidden_states, attentions = [x], []
-        for layer in self.layer:
+        skip = (torch.rand(len(self.layer)) < self.layerdrop).tolist() if (
+            self.training and self.layerdrop > 0) else [False] * len(self.layer)
+        for layer, skipped in zip(self.layer, skip):
+            if skipped:  # the block is the identity this step; its outputs repeat its input
+                hidden_states.append(x)
+                attentions.append(None)
+                continue
             x, probs = layer(x, mask, output_attentions)
             hidden_states.append(x)
             attentions.append(probs)

@@ -167,10 +167,11 @@ class DistillationObjective(nn.Module):
         if w.hidden:
             terms["hidden"] = self._hidden_term(student.hidden_states, teacher.hidden_states, mask)
         if w.attention:
-            terms["attention"] = torch.stack([
-                attention_kl(_heads_like(student.attentions[s], teacher.attentions[t]),
-                             _heads_like(teacher.attentions[t], student.attentions[s]), mask)
-                for s, t in self.layer_map]).mean()
+            # A layer LayerDrop skipped this step has no attention map to match.
+            kls = [attention_kl(_heads_like(student.attentions[s], teacher.attentions[t]),
+                                _heads_like(teacher.attentions[t], student.attentions[s]), mask)
+                   for s, t in self.layer_map if student.attentions[s] is not None]
+            terms["attention"] = torch.stack(kls).mean() if kls else student.logits.new_zeros(())
         if w.mlm:
             terms["mlm"] = hard_cross_entropy(student.logits, mlm_labels)
         loss = sum(getattr(w, name) * value for name, value in terms.items())

@@ -149,8 +149,12 @@ class Trainer:
             torch.manual_seed(cfg.seed)
         forward_model = self.model
         if self.world > 1:
+            # LayerDrop leaves the skipped layers without gradients on a step; DDP must be told
+            # to expect that (every rank draws the same layers: they share the seed).
+            layerdrop = getattr(self.model.config, "layerdrop", 0.0) > 0
             forward_model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=layerdrop)
         if cfg.compile:
             forward_model = torch.compile(forward_model)
 

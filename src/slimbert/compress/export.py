@@ -1,0 +1,130 @@
+"""ONNX export, and ONNX Runtime sessions to serve (and check) the result.
+
+The graph takes `input_ids`, `attention_mask` and `token_type_ids` (int64, shape (batch,
+sequence), both axes dynamic) and returns `logits`: (batch, classes) for a classifier,
+(batch, sequence, vocabulary) for an MLM model, or the last hidden states (batch, sequence,
+hidden) for a bare encoder. `int8=True` adds ONNX Runtime's dynamic int8 quantization of the
+graph (per-channel int8 weights), the ONNX counterpart of `slimbert quantize`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimbert.config import BertConfig
+from slimbert.errors import CheckpointError
+from slimbert.io import atomic_write
+
+log = logging.getLogger(__name__)
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+ONNX_NAME = "model.onnx"
+ONNX_INT8_NAME = "model_int8.onnx"
+
+
+class _Outputs(nn.Module):
+    """Tensor in, tensor out: what an ONNX graph can express of slimbert's ModelOutput."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return out.logits if out.logits is not None else out.last_hidden_state
+
+
+def _plain_fp32(model: nn.Module) -> nn.Module:
+    """The fp32 model ONNX export starts from (an int8 torch model is dequantized first)."""
+    from slimbert.compress.quantize import is_int8
+
+    if is_int8(model):
+        raise CheckpointError("export the fp32 model with --int8 instead: ONNX Runtime quantizes "
+                              "the graph itself (PyTorch's int8 modules do not export)")
+    return model.float() if next(model.parameters()).dtype != torch.float32 else model
+
+
+def export_onnx(model: nn.Module, path: str | Path, int8: bool = False, opset: int = 18) -> list[Path]:
+    """Write `path` (an .onnx file) and, with `int8`, its int8 twin beside it; returns the files."""
+    if not isinstance(model.config, BertConfig):
+        raise CheckpointError(f"ONNX export covers BERT models; this is a {model.config.MODEL_TYPE} "
+                              "(serve it with PyTorch, or its int8 form)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = _plain_fp32(model).cpu().eval()
+    batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2,
+                                                                     max=model.config.max_position_embeddings)
+    example = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long),
+               torch.zeros(2, 8, dtype=torch.long))
+    example[1][1, 5:] = 0  # a padded row, so the mask path is what gets traced
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tmp_file = Path(tmp) / ONNX_NAME
+        try:
+            program = torch.onnx.export(
+                _Outputs(model), example, dynamo=True, opset_version=opset,
+                input_names=list(INPUT_NAMES), output_names=["logits"],
+                dynamic_shapes={name: {0: batch, 1: seq} for name in INPUT_NAMES})
+            program.save(str(tmp_file), external_data=False)
+        except Exception as e:  # the exporter's own errors are long; keep the first line
+            raise CheckpointError(f"ONNX export failed: {str(e).splitlines()[0]}") from e
+        atomic_write(path, lambda p: shutil.copyfile(tmp_file, p))
+    files = [path]
+    if int8:
+        files.append(quantize_onnx(path, path.with_name(ONNX_INT8_NAME)))
+    return files
+
+
+def quantize_onnx(src: Path, dst: Path) -> Path:
+    """ONNX Runtime dynamic quantization: int8 weights per output channel, activations per batch."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        # The exporter's intermediate shape annotations trip the quantizer's own shape
+        # inference; without them it infers everything again, consistently.
+        graph = onnx.load(str(src))
+        graph.graph.ClearField("value_info")
+        plain = Path(tmp) / "plain.onnx"
+        onnx.save(graph, str(plain))
+        tmp_file = Path(tmp) / dst.name
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # a "consider pre-processing" hint on every call
+        try:
+            quantize_dynamic(str(plain), str(tmp_file), weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.setLevel(level)
+        atomic_write(dst, lambda p: shutil.copyfile(tmp_file, p))
+    return dst
+
+
+class OnnxModel:
+    """An ONNX Runtime session with the call signature of a slimbert model (numpy in between)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        feeds = {"input_ids": input_ids.numpy(),
+                 "attention_mask": (attention_mask if attention_mask is not None
+                                    else torch.ones_like(input_ids)).numpy(),
+                 "token_type_ids": (token_type_ids if token_type_ids is not None
+                                    else torch.zeros_like(input_ids)).numpy()}
+        return torch.from_numpy(np.asarray(self.session.run(None, feeds)[0]))

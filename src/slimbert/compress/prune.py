@@ -1,0 +1,262 @@
+"""Structured pruning: remove whole attention heads, feed-forward neurons or layers.
+
+Every operation returns a new model whose weight matrices are physically smaller, so it is
+faster with no sparse kernels, and whose config records what was removed (`pruned_heads`,
+`intermediate_sizes`, `num_hidden_layers`), so the checkpoint reloads with no special code.
+`dense_equivalent` pads a pruned model back to Hugging Face's uniform shapes with zeros, which
+computes exactly the same function, for export to stock `transformers`.
+
+Which heads and neurons to remove comes from their importance (Michel et al. 2019,
+https://arxiv.org/abs/1905.10650): a gate g = 1 multiplies every head's output and every
+feed-forward neuron's activation, and the importance of a unit is the sum over a data sample
+of |dL/dg|, L the task loss. Scores are L2-normalised within each layer, then ranked across
+all layers, so a layer loses as many units as its scores say (but never its last one).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from slimbert.compress.students import keep_layers
+from slimbert.config import BertConfig
+from slimbert.errors import SlimbertError
+from slimbert.models import build_model
+from slimbert.models.bert import encoder_of
+from slimbert.training.objectives import Batch, Objective
+
+Units = dict[int, list[int]]  # layer -> unit indices (heads or neurons) in the layer as it is now
+
+
+class PruneError(SlimbertError):
+    """A pruning request that cannot be carried out (no such layer/head, nothing would be left)."""
+
+
+@dataclass
+class Gates:
+    """One value per attention head and per feed-forward neuron, layer by layer."""
+
+    heads: list[torch.Tensor]  # layer l: (N_l,)
+    ffn: list[torch.Tensor]  # layer l: (I_l,)
+
+
+def _layers(model: nn.Module) -> nn.ModuleList:
+    if not isinstance(getattr(model, "config", None), BertConfig):
+        raise PruneError("pruning needs a BERT model (bilstm and cnn students have no heads or layers to prune)")
+    return encoder_of(model).encoder.layer
+
+
+def ones_like_units(model: nn.Module) -> Gates:
+    """Gates of 1 (nothing masked) shaped like `model`'s heads and neurons."""
+    device = next(model.parameters()).device
+    layers = _layers(model)
+    return Gates(heads=[torch.ones(layer.attention.self.num_heads, device=device) for layer in layers],
+                 ffn=[torch.ones(layer.intermediate.dense.out_features, device=device) for layer in layers])
+
+
+def masks(model: nn.Module, heads: Units | None = None, neurons: Units | None = None) -> Gates:
+    """Gates that zero the given heads and neurons (and pass everything else)."""
+    gates = ones_like_units(model)
+    for layer, units in (heads or {}).items():
+        gates.heads[layer][units] = 0.0
+    for layer, units in (neurons or {}).items():
+        gates.ffn[layer][units] = 0.0
+    return gates
+
+
+@contextmanager
+def gated(model: nn.Module, gates: Gates | None = None) -> Iterator[Gates]:
+    """Within the block, every head's output and every neuron's activation is multiplied by its gate.
+
+    Multiplying a head's context vectors by g is multiplying its attention probabilities by g
+    (the head mask of Michel et al.); a gate of 0 removes the unit from the computation.
+    """
+    gates = gates or ones_like_units(model)
+    handles = []
+    for layer, head_gate, ffn_gate in zip(_layers(model), gates.heads, gates.ffn):
+        def scale_heads(module, args, output, g=head_gate):
+            context, probs = output  # context: (B, T, N*D)
+            B, T, _ = context.shape
+            per_head = context.view(B, T, module.num_heads, module.head_dim) * g.to(context.dtype)[:, None]
+            return per_head.view(B, T, -1), probs
+
+        handles.append(layer.attention.self.register_forward_hook(scale_heads))
+        handles.append(layer.intermediate.register_forward_hook(
+            lambda module, args, output, g=ffn_gate: output * g.to(output.dtype)))  # (B, T, I) * (I,)
+    try:
+        yield gates
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def importance(model: nn.Module, batches: Iterable[Batch], objective: Objective,
+               progress: bool = False) -> Gates:
+    """Michel et al.'s importance of every head and neuron: sum over `batches` of |dL/d gate|.
+
+    The model is scored as it serves (eval mode: no dropout); its weights get no gradients.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    scores = ones_like_units(model)
+    for t in scores.heads + scores.ffn:
+        t.zero_()
+    gates = ones_like_units(model)
+    for g in gates.heads + gates.ffn:
+        g.requires_grad_(True)
+    with gated(model, gates):
+        for batch in tqdm(batches, desc="importance", disable=not progress, unit="batch"):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss, _ = objective(model, batch)
+            grads = torch.autograd.grad(loss, gates.heads + gates.ffn)
+            for total, grad in zip(scores.heads + scores.ffn, grads):
+                total += grad.abs()
+    model.train(was_training)
+    return scores
+
+
+def lowest(scores: list[torch.Tensor], fraction: float, keep_per_layer: int = 1) -> Units:
+    """The `fraction` of all units with the lowest per-layer-normalised scores, as
+    {layer: [units]}; every layer keeps at least `keep_per_layer` units."""
+    if not 0 <= fraction < 1:
+        raise PruneError(f"fraction to prune must be in [0, 1), got {fraction}")
+    total = sum(len(s) for s in scores)
+    n_remove = round(fraction * total)
+    ranked = sorted((float(v), layer, unit)
+                    for layer, s in enumerate(scores)
+                    for unit, v in enumerate((s / s.norm().clamp_min(1e-12)).tolist()))
+    removed: Units = {}
+    for _, layer, unit in ranked:
+        if n_remove == 0:
+            break
+        if len(scores[layer]) - len(removed.get(layer, [])) > keep_per_layer:
+            removed.setdefault(layer, []).append(unit)
+            n_remove -= 1
+    return {layer: sorted(units) for layer, units in sorted(removed.items())}
+
+
+# ------------------------------------------------------------------ the operations
+
+
+def _linear_subset(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A Linear keeping output rows (dim=0) or input columns (dim=1) at `index`."""
+    weight = linear.weight.detach().index_select(dim, index)
+    new = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None,
+                    device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if linear.bias is not None:
+            new.bias.copy_(linear.bias.detach().index_select(0, index) if dim == 0 else linear.bias.detach())
+    return new
+
+
+def _check_units(units: Units, sizes: list[int], what: str) -> None:
+    for layer, idx in units.items():
+        if not 0 <= layer < len(sizes):
+            raise PruneError(f"layer {layer} does not exist (the model has {len(sizes)})")
+        if len(set(idx)) != len(idx) or not all(0 <= i < sizes[layer] for i in idx):
+            raise PruneError(f"layer {layer}: {what} {sorted(idx)} are not distinct indices in 0..{sizes[layer] - 1}")
+        if len(idx) >= sizes[layer]:
+            raise PruneError(f"layer {layer} would lose all its {what}")
+
+
+def _set_config(model: nn.Module, config: BertConfig) -> None:
+    model.config = config
+    encoder_of(model).config = config
+
+
+def prune_heads(model: nn.Module, heads: Units) -> nn.Module:
+    """A copy of `model` without `heads` ({layer: [head indices in the layer as it is now]}).
+
+    `config.pruned_heads` records the removed heads by their index in the unpruned layer,
+    as Hugging Face does, so pruning twice composes.
+    """
+    layers = _layers(model)
+    _check_units(heads, [layer.attention.self.num_heads for layer in layers], "heads")
+    new = copy.deepcopy(model)
+    cfg: BertConfig = new.config
+    pruned = {layer: list(v) for layer, v in cfg.pruned_heads.items()}
+    for layer_idx, drop in heads.items():
+        attn = encoder_of(new).encoder.layer[layer_idx].attention
+        n, d = attn.self.num_heads, attn.self.head_dim
+        keep = [h for h in range(n) if h not in set(drop)]
+        rows = torch.tensor([h * d + j for h in keep for j in range(d)], device=attn.self.query.weight.device)
+        for name in ("query", "key", "value"):
+            setattr(attn.self, name, _linear_subset(getattr(attn.self, name), rows, dim=0))
+        attn.output.dense = _linear_subset(attn.output.dense, rows, dim=1)
+        attn.self.num_heads = len(keep)
+        original = [h for h in range(cfg.num_attention_heads) if h not in pruned.get(layer_idx, [])]
+        pruned[layer_idx] = sorted(pruned.get(layer_idx, []) + [original[h] for h in drop])
+    _set_config(new, cfg.replace(pruned_heads=pruned))
+    return new
+
+
+def prune_ffn(model: nn.Module, neurons: Units) -> nn.Module:
+    """A copy of `model` without the feed-forward `neurons` ({layer: [neuron indices]});
+    `config.intermediate_sizes` records each layer's new width."""
+    layers = _layers(model)
+    sizes = [layer.intermediate.dense.out_features for layer in layers]
+    _check_units(neurons, sizes, "feed-forward neurons")
+    new = copy.deepcopy(model)
+    for layer_idx, drop in neurons.items():
+        layer = encoder_of(new).encoder.layer[layer_idx]
+        keep = torch.tensor([i for i in range(sizes[layer_idx]) if i not in set(drop)],
+                            device=layer.intermediate.dense.weight.device)
+        layer.intermediate.dense = _linear_subset(layer.intermediate.dense, keep, dim=0)
+        layer.output.dense = _linear_subset(layer.output.dense, keep, dim=1)
+        sizes[layer_idx] = len(keep)
+    _set_config(new, new.config.replace(intermediate_sizes=sizes))
+    return new
+
+
+def set_layerdrop(model: nn.Module, p: float) -> None:
+    """Train `model` (in place) with LayerDrop probability `p`, recorded in its config."""
+    _layers(model)
+    _set_config(model, model.config.replace(layerdrop=p))
+    encoder_of(model).encoder.layerdrop = p
+
+
+def drop_layers(model: nn.Module, keep: list[int]) -> nn.Module:
+    """A copy of `model` with only the layers `keep` (in that order); best after LayerDrop training."""
+    _layers(model)
+    return keep_layers(model, keep)
+
+
+def dense_equivalent(model: nn.Module) -> nn.Module:
+    """The same function in Hugging Face's uniform shapes: removed heads and neurons come back
+    with all-zero weights. Exact: a head whose value projection is zero outputs zeros, and a
+    neuron whose input row and bias are zero has activation act(0) = 0 and a zero output column."""
+    cfg: BertConfig = model.config
+    if not cfg.is_pruned:
+        return model
+    dense_cfg = cfg.replace(pruned_heads={}, intermediate_sizes=None,
+                            intermediate_size=max(cfg.intermediate_size, *(cfg.intermediate_sizes or [0])))
+    dense = build_model(dense_cfg).to(next(model.parameters()).device)
+    state = dense.state_dict()
+    source = model.state_dict()
+    d = cfg.head_dim
+    for key, value in source.items():
+        if key not in state or state[key].shape == value.shape:
+            if key in state:
+                state[key] = value
+            continue
+        target = torch.zeros_like(state[key])
+        layer_idx = int(key.split("encoder.layer.")[1].split(".")[0])
+        if ".attention." in key:  # heads keep their original positions
+            kept = [h for h in range(cfg.num_attention_heads) if h not in cfg.pruned_heads.get(layer_idx, [])]
+            idx = torch.tensor([h * d + j for h in kept for j in range(d)], device=value.device)
+            dim = 1 if key.endswith("output.dense.weight") else 0
+        else:  # neurons carry no identity: they take the first positions
+            idx = torch.arange(value.shape[0 if "intermediate" in key else 1], device=value.device)
+            dim = 0 if "intermediate" in key else 1
+        target.index_copy_(dim, idx, value)
+        state[key] = target
+    dense.load_state_dict(state)
+    return dense.train(model.training)

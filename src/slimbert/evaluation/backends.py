@@ -1,0 +1,121 @@
+"""One checkpoint, several ways to serve it: the backends `slimbert bench` compares.
+
+    torch             the checkpoint as saved, in slimbert's own model (eager)
+    torch-int8        dynamic int8 quantization of its Linear layers (slimbert quantize)
+    torch-bf16        bfloat16 weights (slimbert quantize --dtype bf16)
+    onnxruntime       exported to ONNX, run by ONNX Runtime (CPU provider)
+    onnxruntime-int8  the same graph quantized to int8 by ONNX Runtime
+    hf                the same weights in Hugging Face `transformers` (SDPA attention)
+
+Each backend is built from the checkpoint directory into a work folder, so every backend of a
+checkpoint serves exactly the same weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from slimbert.checkpoint import export_hf, load_model, load_tokenizer, save_checkpoint
+from slimbert.compress.export import OnnxModel, export_onnx, quantize_onnx
+from slimbert.compress.quantize import is_int8, quantize_int8, to_bf16
+from slimbert.config import BertConfig
+from slimbert.errors import SlimbertError
+
+BACKENDS = ("torch", "torch-int8", "torch-bf16", "onnxruntime", "onnxruntime-int8", "hf")
+REFERENCES = ("hf", "onnxruntime")  # measured in every run, where the model allows
+
+
+class BackendUnavailable(SlimbertError):
+    """This backend cannot serve this checkpoint (e.g. ONNX for a BiLSTM)."""
+
+
+@dataclass
+class Served:
+    """A model ready to call: `forward(input_ids=, attention_mask=, token_type_ids=) -> logits`."""
+
+    backend: str
+    forward: Callable[..., torch.Tensor]
+    file_bytes: int  # the files this backend serves from
+    dtype: str
+
+
+def _dir_bytes(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.iterdir()
+               if f.suffix in (".safetensors", ".onnx", ".bin"))
+
+
+def _torch_forward(model: nn.Module) -> Callable[..., torch.Tensor]:
+    def forward(**inputs) -> torch.Tensor:
+        out = model(**inputs)
+        return out.logits if out.logits is not None else out.last_hidden_state
+    return forward
+
+
+def _hf_model(directory: Path) -> nn.Module:
+    try:
+        import transformers
+    except ImportError:
+        raise BackendUnavailable("the hf backend needs `pip install transformers`") from None
+    config = transformers.AutoConfig.from_pretrained(directory)
+    arch = (config.architectures or ["BertModel"])[0]
+    cls = getattr(transformers, arch)
+    return cls.from_pretrained(directory, attn_implementation="sdpa").eval()
+
+
+def _hf_forward(model: nn.Module) -> Callable[..., torch.Tensor]:
+    def forward(**inputs) -> torch.Tensor:
+        out = model(**inputs)
+        return out.logits if hasattr(out, "logits") else out.last_hidden_state
+    return forward
+
+
+def build(checkpoint: str | Path, backend: str, workdir: Path) -> None:
+    """Write what `backend` serves `checkpoint` from into `workdir` (nothing for torch)."""
+    if backend not in BACKENDS:
+        raise SlimbertError(f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}")
+    if backend == "torch":
+        return
+    model = load_model(checkpoint)
+    if is_int8(model):
+        raise BackendUnavailable("the checkpoint is already int8; bench it with the torch backend")
+    if backend in ("torch-int8", "torch-bf16"):
+        converted = quantize_int8(model) if backend == "torch-int8" else to_bf16(model)
+        save_checkpoint(converted, None, workdir)
+        return
+    if not isinstance(model.config, BertConfig):
+        raise BackendUnavailable(f"a {model.config.MODEL_TYPE} student serves with torch backends only")
+    workdir.mkdir(parents=True, exist_ok=True)
+    if backend.startswith("onnxruntime"):
+        path = export_onnx(model, workdir / "model.onnx")[0]
+        if backend == "onnxruntime-int8":
+            quantize_onnx(path, workdir / "model_int8.onnx")
+        return
+    export_hf(model.float(), load_tokenizer(checkpoint), workdir)  # pruned models pad back with zeros
+
+
+def load(checkpoint: str | Path, backend: str, workdir: Path, threads: int | None = None) -> Served:
+    """The model `build` prepared, loaded from its files as a user would serve it."""
+    checkpoint = Path(checkpoint)
+    if backend == "torch":
+        model = load_model(checkpoint)
+        dtype = "int8" if is_int8(model) else str(next(model.parameters()).dtype).replace("torch.", "")
+        return Served(backend, _torch_forward(model), _dir_bytes(checkpoint), dtype)
+    if backend in ("torch-int8", "torch-bf16"):
+        return Served(backend, _torch_forward(load_model(workdir, check_vocab=False)), _dir_bytes(workdir),
+                      backend.split("-")[1])
+    if backend.startswith("onnxruntime"):
+        path = workdir / ("model_int8.onnx" if backend.endswith("int8") else "model.onnx")
+        return Served(backend, OnnxModel(path, threads), path.stat().st_size,
+                      "int8" if backend.endswith("int8") else "float32")
+    return Served(backend, _hf_forward(_hf_model(workdir)), _dir_bytes(workdir), "float32")
+
+
+def serve(checkpoint: str | Path, backend: str, workdir: Path, threads: int | None = None) -> Served:
+    """`build` then `load`."""
+    build(checkpoint, backend, workdir)
+    return load(checkpoint, backend, workdir, threads)

@@ -1,0 +1,191 @@
+"""`slimbert bench`: latency, throughput, memory and size of checkpoints x backends, in one run.
+
+For every (checkpoint, backend) pair: latency at batch 1 (p50 and p90) on real dev sentences
+cut or repeated to each sequence length; throughput at batch 32 over the whole dev split
+(length-sorted, dynamically padded, as served), whose logits also give the accuracy; peak
+memory of a fresh process serving one batch; parameters and file size; and, for BERT models,
+the achieved GFLOP/s against the machine's measured matmul peak. Every pair is timed once per
+round, round-robin, after a warm-up, with fixed threads and identical inputs; ratios are to the
+first checkpoint's `torch` row (or its first backend) of the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from slimbert.checkpoint import load_config, load_model, load_tokenizer
+from slimbert.data.batching import encode_examples
+from slimbert.errors import CheckpointError
+from slimbert.data.sources import TaskData
+from slimbert.evaluation.backends import REFERENCES, BackendUnavailable, build, load
+from slimbert.evaluation.bench import (forward_flops, latency_batch, matmul_peak_gflops, measure_latency,
+                                       peak_memory_mb, percentile, size_of, throughput_batches, timed_pass)
+from slimbert.evaluation.metrics import compute_metrics
+from slimbert.io import atomic_write, atomic_write_text
+
+SEQ_LENS = (16, 32, 128)
+
+
+@dataclass
+class BenchRow:
+    model: str
+    backend: str
+    dtype: str
+    parameters: int
+    file_bytes: int
+    score: float | None = None
+    latency_ms: dict[int, dict[str, float]] = field(default_factory=dict)  # seq -> {"p50", "p90"}
+    throughput: float = 0.0  # sequences/s, median over rounds
+    throughput_rounds: list[float] = field(default_factory=list)
+    peak_memory_mb: float | None = None
+    gflops: float | None = None  # achieved, from the median throughput
+    note: str = ""
+
+
+def run_bench(checkpoints: list[Path], backends: list[str], data: TaskData, seq_lens=SEQ_LENS,
+              batch_size: int = 32, rounds: int = 3, threads: int | None = None, memory: bool = True,
+              references: bool = True, progress: bool = True) -> tuple[list[BenchRow], dict]:
+    """Measure every checkpoint with every backend; returns the rows and the run's metadata."""
+    if threads:
+        torch.set_num_threads(threads)
+    tokenizer = load_tokenizer(checkpoints[0])
+    dev = encode_examples(data.dev.examples, tokenizer, max_length=max(seq_lens), regression=data.regression)
+    batches = throughput_batches(dev, batch_size, tokenizer.pad_id)
+    labels = torch.cat([b["labels"] for b in batches]).numpy() if "labels" in batches[0] else None
+    latency_inputs = {n: latency_batch(dev, n, tokenizer.pad_id) for n in seq_lens}
+    pairs = []
+    for ckpt in checkpoints:
+        wanted = list(backends) + [b for b in REFERENCES if references and b not in backends]
+        pairs += [(ckpt, b) for b in wanted]
+
+    work = Path(tempfile.mkdtemp(prefix="slimbert-bench-"))
+    try:
+        return _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch_size, rounds,
+                        threads, memory, progress, len(dev))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch_size, rounds, threads,
+             memory, progress, n_dev):
+    served, rows, skipped = {}, {}, []
+    for i, (ckpt, backend) in enumerate(tqdm(pairs, desc="build", disable=not progress)):
+        workdir = work / f"{i}-{backend}"
+        try:
+            build(ckpt, backend, workdir)
+            s = load(ckpt, backend, workdir, threads)
+        except (BackendUnavailable, CheckpointError) as e:
+            skipped.append({"model": str(ckpt), "backend": backend, "why": str(e)})
+            continue
+        config = load_config(ckpt)
+        params = size_of(load_model(ckpt), ckpt).parameters
+        served[(ckpt, backend)] = (s, workdir, config)
+        rows[(ckpt, backend)] = BenchRow(str(ckpt), backend, s.dtype, params, s.file_bytes)
+
+    latencies: dict = {key: {n: [] for n in seq_lens} for key in served}
+    bar = tqdm(total=rounds * len(served), desc="timing", disable=not progress)
+    for r in range(rounds):
+        for key, (s, _, config) in served.items():
+            row = rows[key]
+            for n in seq_lens:
+                latencies[key][n] += measure_latency(s.forward, latency_inputs[n], warmup=3)
+            seq_s, logits = timed_pass(s.forward, batches)
+            row.throughput_rounds.append(seq_s)
+            if r == 0 and labels is not None and logits.numel():
+                row.score = compute_metrics(data.metrics[:1], logits.numpy(), labels)[data.main_metric]
+            bar.update()
+    bar.close()
+
+    peaks = {}
+    for key, (s, workdir, config) in served.items():
+        row = rows[key]
+        row.throughput = statistics.median(row.throughput_rounds)
+        row.latency_ms = {n: {"p50": 1e3 * percentile(latencies[key][n], 50),
+                              "p90": 1e3 * percentile(latencies[key][n], 90)} for n in seq_lens}
+        flops = forward_flops(config, batches)
+        if flops is not None:
+            row.gflops = flops * row.throughput / sum(len(b["input_ids"]) for b in batches) / 1e9
+        if memory:
+            row.peak_memory_mb = peak_memory_mb(Path(key[0]), key[1], workdir, batch_size, max(seq_lens), threads)
+    for dtype in (torch.float32, torch.bfloat16):
+        peaks[str(dtype).replace("torch.", "")] = matmul_peak_gflops(dtype)
+    meta = {"task": data.name, "metric": data.main_metric, "dev_examples": n_dev, "batch_size": batch_size,
+            "seq_lens": list(seq_lens), "rounds": rounds, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "matmul_peak_gflops": peaks, "skipped": skipped}
+    return list(rows.values()), meta
+
+
+def baseline(rows: list[BenchRow]) -> BenchRow:
+    """The row ratios are taken against: the first model's torch row, else its first row."""
+    first = rows[0].model
+    return next((r for r in rows if r.model == first and r.backend == "torch"), rows[0])
+
+
+def markdown(rows: list[BenchRow], meta: dict) -> str:
+    base = baseline(rows)
+    seqs = meta["seq_lens"]
+    head = (["model", "backend", "dtype", meta["metric"], "params (M)", "size (MB)"]
+            + [f"p50/p90 ms @{n}" for n in seqs]
+            + [f"seq/s @b{meta['batch_size']}", "vs base", "peak MB", "GFLOP/s"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [Path(r.model).name, r.backend, r.dtype,
+                 "" if r.score is None else f"{100 * r.score:.2f}",
+                 f"{r.parameters / 1e6:.2f}", f"{r.file_bytes / 1e6:.1f}"]
+        cells += [f"{r.latency_ms[n]['p50']:.1f}/{r.latency_ms[n]['p90']:.1f}" for n in seqs]
+        cells += [f"{r.throughput:.1f}", f"{r.throughput / base.throughput:.2f}x",
+                  "" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.0f}",
+                  "" if r.gflops is None else f"{r.gflops:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in meta["matmul_peak_gflops"].items())
+    lines.append("")
+    lines.append(f"{meta['task']} dev ({meta['dev_examples']} examples), {meta['threads']} threads, "
+                 f"{meta['rounds']} rounds; ratios to {Path(base.model).name} ({base.backend}); "
+                 f"measured matmul peak GFLOP/s: {peaks}.")
+    for s in meta["skipped"]:
+        lines.append(f"- not measured: {Path(s['model']).name} with {s['backend']}: {s['why']}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[BenchRow], meta: dict, path: Path) -> None:
+    """Accuracy against throughput ratio, one point per (model, backend): the frontier."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = baseline(rows)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        if r.score is None:
+            continue
+        x, y = r.throughput / base.throughput, 100 * r.score
+        ax.scatter(x, y)
+        ax.annotate(f"{Path(r.model).name} ({r.backend})", (x, y), fontsize=7, xytext=(4, 2),
+                    textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"throughput relative to {Path(base.model).name} ({base.backend}), batch {meta['batch_size']}")
+    ax.set_ylabel(f"{meta['task']} dev {meta['metric']} (%)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
+    plt.close(fig)
+
+
+def write_bench(rows: list[BenchRow], meta: dict, out: str | Path) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "bench.json", json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]},
+                                                     indent=2) + "\n")
+    atomic_write_text(out / "bench.md", markdown(rows, meta))
+    if any(r.score is not None for r in rows):
+        plot(rows, meta, out / "bench.png")
+    return out

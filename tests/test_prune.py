@@ -1,0 +1,134 @@
+"""Structured pruning: physically smaller models that compute what the masked model computes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import padded_batch, synthetic_data, tiny_config
+
+from slimbert import build_model, load_model, save_checkpoint
+from slimbert.compress.prune import (PruneError, dense_equivalent, drop_layers, gated, importance, lowest,
+                                     masks, prune_ffn, prune_heads, set_layerdrop)
+from slimbert.data.batching import collate
+from slimbert.training.objectives import ClassificationObjective
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return build_model(tiny_config(head="classification", num_hidden_layers=3)).eval()
+
+
+@pytest.fixture
+def batch():
+    ids, mask = padded_batch([[2, 10, 11, 12, 13, 3], [2, 14, 15, 3], [2, 16, 3]])
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_pruned_model_computes_what_the_masked_model_computes(model, batch):
+    heads = {0: [1], 1: [0, 2], 2: [3]}
+    neurons = {0: list(range(0, 64, 3)), 2: [5, 6, 7]}
+    with torch.no_grad(), gated(model, masks(model, heads, neurons)):
+        masked = model(**batch)
+    pruned = prune_ffn(prune_heads(model, heads), neurons)
+    with torch.no_grad():
+        out = pruned(**batch, output_attentions=True)
+    torch.testing.assert_close(out.last_hidden_state, masked.last_hidden_state, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.logits, masked.logits, atol=1e-5, rtol=1e-5)
+    # Physically smaller, and the config says how.
+    assert [layer.attention.self.num_heads for layer in pruned.bert.encoder.layer] == [3, 2, 3]
+    assert pruned.bert.encoder.layer[1].attention.self.query.weight.shape == (16, 32)
+    assert pruned.config.pruned_heads == {0: [1], 1: [0, 2], 2: [3]}
+    assert pruned.config.intermediate_sizes == [64 - 22, 64, 61]
+    assert out.attentions[1].shape[1] == 2
+    assert pruned.num_parameters() < model.num_parameters()
+    # Unmasked, the original model computes something else: the masks did matter.
+    with torch.no_grad():
+        assert not torch.allclose(model(**batch).last_hidden_state, masked.last_hidden_state, atol=1e-2)
+
+
+def test_pruning_twice_records_heads_by_their_original_index(model, batch, tmp_path, tiny_tokenizer):
+    once = prune_heads(model, {0: [1]})  # layer 0 keeps heads 0, 2, 3
+    twice = prune_heads(once, {0: [1]})  # index 1 now is original head 2
+    assert twice.config.pruned_heads == {0: [1, 2]}
+    with torch.no_grad(), gated(model, masks(model, {0: [1, 2]})):
+        masked = model(**batch).last_hidden_state
+    torch.testing.assert_close(twice(**batch).last_hidden_state, masked, atol=1e-5, rtol=1e-5)
+    # The checkpoint reloads with no special code, and says it is not stock-transformers-shaped.
+    save_checkpoint(prune_ffn(twice, {1: [0, 1]}), tiny_tokenizer, tmp_path / "p")
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert config["pruned_heads"] == {"0": [1, 2]} and config["intermediate_sizes"] == [64, 62, 64]
+    assert config["model_type"] == "slimbert_bert"
+    reloaded = load_model(tmp_path / "p")
+    torch.testing.assert_close(reloaded(**batch).logits, prune_ffn(twice, {1: [0, 1]})(**batch).logits)
+
+
+def test_pruning_refuses_to_empty_a_layer_or_name_missing_units(model):
+    with pytest.raises(PruneError, match="lose all its heads"):
+        prune_heads(model, {0: [0, 1, 2, 3]})
+    with pytest.raises(PruneError, match="layer 7 does not exist"):
+        prune_heads(model, {7: [0]})
+    with pytest.raises(PruneError, match="not distinct indices"):
+        prune_ffn(model, {0: [64]})
+
+
+def test_dense_equivalent_is_exact_and_loads_in_transformers(model, batch, tmp_path, tiny_tokenizer):
+    transformers = pytest.importorskip("transformers")
+    from slimbert.checkpoint import export_hf
+
+    pruned = prune_ffn(prune_heads(model, {0: [1], 2: [0, 3]}), {1: list(range(40))})
+    dense = dense_equivalent(pruned)
+    assert not dense.config.is_pruned and dense.bert.encoder.layer[1].intermediate.dense.out_features == 64
+    torch.testing.assert_close(dense(**batch).last_hidden_state, pruned(**batch).last_hidden_state,
+                               atol=1e-6, rtol=1e-6)
+    export_hf(pruned, tiny_tokenizer, tmp_path / "hf")
+    hf = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        hf_out = hf(**batch, output_hidden_states=True)
+        ours = pruned(**batch)
+    torch.testing.assert_close(hf_out.hidden_states[-1], ours.last_hidden_state, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(hf_out.logits, ours.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_importance_finds_a_head_that_does_nothing(model):
+    """A head whose value projection is zero cannot change the loss: its importance is 0 and
+    it is the first to go; every other head matters."""
+    with torch.no_grad():
+        v = model.bert.encoder.layer[1].attention.self.value
+        v.weight[8:16].zero_()  # head 1 of layer 1 (head size 8)
+        v.bias[8:16].zero_()
+    data = synthetic_data(n=32)
+    batches = [collate(data, list(range(i, i + 8)), 0) for i in range(0, 32, 8)]
+    scores = importance(model, batches, ClassificationObjective())
+    assert scores.heads[1][1] == 0
+    assert all(float(s.min()) > 0 for i, s in enumerate(scores.heads) if i != 1)
+    assert lowest(scores.heads, 1 / 12) == {1: [1]}
+    # Any fraction leaves every layer at least one head.
+    assert all(len(v) <= 3 for v in lowest(scores.heads, 0.9).values())
+    assert not any(p.grad is not None for p in model.parameters())
+
+
+def test_drop_layers_keeps_the_chosen_layers(model, batch):
+    dropped = drop_layers(model, [0, 2])
+    assert dropped.config.num_hidden_layers == 2
+    torch.testing.assert_close(dropped.bert.encoder.layer[1].output.dense.weight,
+                               model.bert.encoder.layer[2].output.dense.weight)
+    with pytest.raises(Exception, match="distinct layer numbers"):
+        drop_layers(model, [0, 5])
+
+
+def test_layerdrop_skips_layers_only_while_training(model, batch):
+    set_layerdrop(model, 0.5)
+    assert model.config.layerdrop == 0.5
+    torch.manual_seed(3)
+    model.train()
+    skipped = 0
+    for _ in range(20):
+        states = model(**batch, output_hidden_states=True).hidden_states
+        skipped += sum(torch.equal(a, b) for a, b in zip(states, states[1:]))
+    assert 10 < skipped < 50  # about half of 60 layer applications
+    model.eval()
+    states = model(**batch, output_hidden_states=True).hidden_states
+    assert not any(torch.equal(a, b) for a, b in zip(states, states[1:]))
