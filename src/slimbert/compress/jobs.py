@@ -90,10 +90,10 @@ def prune(model: str | Path, data: TaskData, out: str | Path, heads: float = 0.0
     return results
 
 
-def quantize(model: str | Path, out: str | Path, dtype: str = "int8") -> Path:
-    """Write an int8 (dynamic) or bf16 copy of a checkpoint to `out`."""
+def quantize(model: str | Path, out: str | Path, dtype: str = "int8", scope: str = "attention") -> Path:
+    """Write an int8 (dynamic, Linear layers of `scope`) or bf16 copy of a checkpoint to `out`."""
     net = load_model(model)
-    converted = quantize_int8(net) if dtype == "int8" else to_bf16(net)
+    converted = quantize_int8(net, scope) if dtype == "int8" else to_bf16(net)
     return save_checkpoint(converted, load_tokenizer(model), out)
 
 

@@ -1,7 +1,8 @@
 """One checkpoint, several ways to serve it: the backends `slimbert bench` compares.
 
     torch             the checkpoint as saved, in slimbert's own model (eager)
-    torch-int8        dynamic int8 quantization of its Linear layers (slimbert quantize)
+    torch-int8        dynamic int8 quantization of its attention and head layers (slimbert quantize)
+    torch-int8-all    dynamic int8 quantization of every Linear layer (--int8-scope all)
     torch-bf16        bfloat16 weights (slimbert quantize --dtype bf16)
     onnxruntime       exported to ONNX, run by ONNX Runtime (CPU provider)
     onnxruntime-int8  the same graph quantized to int8 by ONNX Runtime
@@ -26,7 +27,7 @@ from slimbert.compress.quantize import is_int8, quantize_int8, to_bf16
 from slimbert.config import BertConfig
 from slimbert.errors import SlimbertError
 
-BACKENDS = ("torch", "torch-int8", "torch-bf16", "onnxruntime", "onnxruntime-int8", "hf")
+BACKENDS = ("torch", "torch-int8", "torch-int8-all", "torch-bf16", "onnxruntime", "onnxruntime-int8", "hf")
 REFERENCES = ("hf", "onnxruntime")  # measured in every run, where the model allows
 
 
@@ -83,8 +84,9 @@ def build(checkpoint: str | Path, backend: str, workdir: Path) -> None:
     model = load_model(checkpoint)
     if is_int8(model):
         raise BackendUnavailable("the checkpoint is already int8; bench it with the torch backend")
-    if backend in ("torch-int8", "torch-bf16"):
-        converted = quantize_int8(model) if backend == "torch-int8" else to_bf16(model)
+    if backend.startswith("torch-"):
+        converted = (to_bf16(model) if backend == "torch-bf16"
+                     else quantize_int8(model, "all" if backend.endswith("-all") else "attention"))
         save_checkpoint(converted, None, workdir)
         return
     if not isinstance(model.config, BertConfig):
@@ -105,7 +107,7 @@ def load(checkpoint: str | Path, backend: str, workdir: Path, threads: int | Non
         model = load_model(checkpoint)
         dtype = "int8" if is_int8(model) else str(next(model.parameters()).dtype).replace("torch.", "")
         return Served(backend, _torch_forward(model), _dir_bytes(checkpoint), dtype)
-    if backend in ("torch-int8", "torch-bf16"):
+    if backend.startswith("torch-"):
         return Served(backend, _torch_forward(load_model(workdir, check_vocab=False)), _dir_bytes(workdir),
                       backend.split("-")[1])
     if backend.startswith("onnxruntime"):

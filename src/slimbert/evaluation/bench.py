@@ -172,18 +172,31 @@ def _memory_probe(argv: list[str]) -> None:
         torch.set_num_threads(int(threads))
     from slimbert.evaluation.backends import load
 
-    def rss_mb() -> float:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    def status_mb(field: str) -> float | None:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+        except OSError:
+            return None
+        return None
+
+    def peak_mb() -> float:
+        return status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     from slimbert.checkpoint import load_config
 
     token = min(1000, load_config(checkpoint).vocab_size - 1)
-    base = rss_mb()
+    try:  # reset the high-water mark, so that the imports' own peak does not count (Linux)
+        Path("/proc/self/clear_refs").write_text("5")
+        base = status_mb("VmRSS") or peak_mb()
+    except OSError:
+        base = peak_mb()
     served = load(Path(checkpoint), backend, Path(workdir), int(threads) or None)
     ids = torch.full((int(batch_size), int(seq_len)), token, dtype=torch.long)
     with torch.inference_mode():
         served.forward(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids))
-    print(json.dumps({"peak_mb": rss_mb() - base}))
+    print(json.dumps({"peak_mb": peak_mb() - base}))
 
 
 if __name__ == "__main__":
