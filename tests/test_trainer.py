@@ -155,6 +155,27 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=f"{k} differs")
 
 
+@pytest.mark.slow
+def test_layerdrop_trains_under_two_process_ddp(tmp_path):
+    """With LayerDrop a step leaves the skipped layers without gradients; DDP must accept that
+    (it raises on the second step otherwise), and both replicas must stay identical."""
+    from safetensors.torch import load_file
+
+    script = Path(__file__).with_name("ddp_worker.py")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534",
+           str(script), str(tmp_path), "--layerdrop", "0.5"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    torch.manual_seed(0)
+    init = build_model(tiny_config(head="classification", layerdrop=0.5, num_hidden_layers=4)).state_dict()
+    for key in rank0:
+        torch.testing.assert_close(rank0[key], rank1[key], msg=f"{key}: the replicas diverged")
+    moved = [k for k in rank0 if "encoder.layer." in k and not torch.equal(rank0[k], init[k])]
+    assert {k.split(".")[3] for k in moved} == {"0", "1", "2", "3"}  # every layer trained
+
+
 def test_lamb_step_matches_the_paper_by_hand():
     from slimbert.training.optim import Lamb
 
