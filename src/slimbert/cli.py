@@ -335,7 +335,7 @@ def cmd_bench(args) -> int:
     backends = args.backend or ["torch"]
     rows, meta = run_bench(models, backends, data, seq_lens, args.batch_size, args.rounds, args.threads,
                            memory=not args.no_memory, references=not args.no_references,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, max_length=args.max_length)
     out = write_bench(rows, meta, args.out)
     print((out / "bench.md").read_text(), end="")
     print(f"wrote {out / 'bench.json'}, bench.md" + (" and bench.png" if (out / "bench.png").exists() else ""))

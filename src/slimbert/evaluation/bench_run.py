@@ -52,12 +52,16 @@ class BenchRow:
 
 def run_bench(checkpoints: list[Path], backends: list[str], data: TaskData, seq_lens=SEQ_LENS,
               batch_size: int = 32, rounds: int = 3, threads: int | None = None, memory: bool = True,
-              references: bool = True, progress: bool = True) -> tuple[list[BenchRow], dict]:
-    """Measure every checkpoint with every backend; returns the rows and the run's metadata."""
+              references: bool = True, progress: bool = True, max_length: int = 128) -> tuple[list[BenchRow], dict]:
+    """Measure every checkpoint with every backend; returns the rows and the run's metadata.
+
+    Dev examples are encoded up to `max_length` tokens (as in training) for throughput and
+    accuracy; latency inputs are cut or repeated to each of `seq_lens`."""
     if threads:
         torch.set_num_threads(threads)
     tokenizer = load_tokenizer(checkpoints[0])
-    dev = encode_examples(data.dev.examples, tokenizer, max_length=max(seq_lens), regression=data.regression)
+    dev = encode_examples(data.dev.examples, tokenizer, max_length=max(max_length, *seq_lens),
+                          regression=data.regression)
     batches = throughput_batches(dev, batch_size, tokenizer.pad_id)
     labels = torch.cat([b["labels"] for b in batches]).numpy() if "labels" in batches[0] else None
     latency_inputs = {n: latency_batch(dev, n, tokenizer.pad_id) for n in seq_lens}
