@@ -290,7 +290,8 @@ def cmd_prune(args) -> int:
     keep = _keep_layers(args.layers)
     if not (args.heads or args.ffn or keep):
         raise SlimbertError("nothing to prune: give --heads, --ffn and/or --layers keep=...")
-    data = _task_data(args, ("train", "dev") if (args.heads or args.ffn or args.recover_epochs) else ("dev",))
+    data = _task_data(args, ("train", "dev") if (args.heads or args.ffn or args.recover_epochs) else ("dev",),
+                      max_train=args.max_train_examples)
     recover = None
     if args.recover_epochs:
         args.epochs = args.recover_epochs
@@ -448,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recover-epochs", type=int, default=0,
                    help="fine-tune (or, with --teacher, distil) this many epochs after pruning")
     p.add_argument("--teacher", help="recover by distilling from this model (usually the unpruned --model)")
+    p.add_argument("--max-train-examples", type=_positive_int,
+                   help="use only the first N training rows (importance sample and recovery)")
     _add_data_args(p, "train,dev")
     _add_train_args(p, epochs=1, lr=5e-5)
     p.set_defaults(func=cmd_prune)
