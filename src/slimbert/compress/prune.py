@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from slimbert.compress.students import keep_layers
 from slimbert.config import BertConfig
 from slimbert.errors import SlimbertError
-from slimbert.models import build_model
+from slimbert.models import build_model, set_config
 from slimbert.models.bert import encoder_of
 from slimbert.training.objectives import Batch, Objective
 
@@ -167,11 +167,6 @@ def _check_units(units: Units, sizes: list[int], what: str) -> None:
             raise PruneError(f"layer {layer} would lose all its {what}")
 
 
-def _set_config(model: nn.Module, config: BertConfig) -> None:
-    model.config = config
-    encoder_of(model).config = config
-
-
 def prune_heads(model: nn.Module, heads: Units) -> nn.Module:
     """A copy of `model` without `heads` ({layer: [head indices in the layer as it is now]}).
 
@@ -194,7 +189,7 @@ def prune_heads(model: nn.Module, heads: Units) -> nn.Module:
         attn.self.num_heads = len(keep)
         original = [h for h in range(cfg.num_attention_heads) if h not in pruned.get(layer_idx, [])]
         pruned[layer_idx] = sorted(pruned.get(layer_idx, []) + [original[h] for h in drop])
-    _set_config(new, cfg.replace(pruned_heads=pruned))
+    set_config(new, cfg.replace(pruned_heads=pruned))
     return new
 
 
@@ -212,14 +207,14 @@ def prune_ffn(model: nn.Module, neurons: Units) -> nn.Module:
         layer.intermediate.dense = _linear_subset(layer.intermediate.dense, keep, dim=0)
         layer.output.dense = _linear_subset(layer.output.dense, keep, dim=1)
         sizes[layer_idx] = len(keep)
-    _set_config(new, new.config.replace(intermediate_sizes=sizes))
+    set_config(new, new.config.replace(intermediate_sizes=sizes))
     return new
 
 
 def set_layerdrop(model: nn.Module, p: float) -> None:
     """Train `model` (in place) with LayerDrop probability `p`, recorded in its config."""
     _layers(model)
-    _set_config(model, model.config.replace(layerdrop=p))
+    set_config(model, model.config.replace(layerdrop=p))
     encoder_of(model).encoder.layerdrop = p
 
 

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from slimbert.errors import CheckpointError
+from slimbert.models import set_config
 
 INT8 = "dynamic_int8"
 
@@ -84,7 +85,7 @@ def quantize_int8(model: nn.Module, scope: str = "attention") -> nn.Module:
     q = copy.deepcopy(model).cpu().eval()
     names = quantizable_linears(q, scope)
     q = _dynamic_quantize(q, names)
-    q.config = model.config.replace(quantization={"method": INT8, "scope": scope, "modules": names})
+    set_config(q, model.config.replace(quantization={"method": INT8, "scope": scope, "modules": names}))
     return q
 
 
@@ -150,7 +151,5 @@ def to_bf16(model: nn.Module) -> nn.Module:
     if getattr(model.config, "quantization", None):
         raise CheckpointError("an int8 model cannot be cast to bf16; start from the fp32 model")
     new = copy.deepcopy(model).to(torch.bfloat16)
-    new.config = model.config.replace(dtype="bfloat16")
-    if hasattr(new, "bert"):
-        new.bert.config = new.config
+    set_config(new, model.config.replace(dtype="bfloat16"))
     return new
