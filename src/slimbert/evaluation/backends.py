@@ -116,8 +116,3 @@ def load(checkpoint: str | Path, backend: str, workdir: Path, threads: int | Non
                       "int8" if backend.endswith("int8") else "float32")
     return Served(backend, _hf_forward(_hf_model(workdir)), _dir_bytes(workdir), "float32")
 
-
-def serve(checkpoint: str | Path, backend: str, workdir: Path, threads: int | None = None) -> Served:
-    """`build` then `load`."""
-    build(checkpoint, backend, workdir)
-    return load(checkpoint, backend, workdir, threads)

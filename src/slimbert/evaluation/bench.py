@@ -71,16 +71,24 @@ def throughput_batches(data: EncodedDataset, batch_size: int, pad_id: int) -> li
 
 
 @torch.inference_mode()
-def measure_throughput(model: nn.Module, batches: list[dict[str, torch.Tensor]], warmup: int = 2) -> float:
-    """Sequences per second over one pass of `batches` (after `warmup` batches)."""
-    model.eval()
+def timed_pass(forward, batches: list[dict[str, torch.Tensor]], warmup: int = 2) -> tuple[float, torch.Tensor]:
+    """Sequences per second over one pass of `batches` (after `warmup` batches), and the logits
+    of that pass in batch order (for accuracy)."""
     for batch in batches[:warmup]:
-        model(**model_inputs(batch))
+        forward(**model_inputs(batch))
     n = sum(len(b["input_ids"]) for b in batches)
+    outputs = []
     t0 = time.perf_counter()
     for batch in batches:
-        model(**model_inputs(batch))
-    return n / (time.perf_counter() - t0)
+        outputs.append(forward(**model_inputs(batch)))
+    seconds = time.perf_counter() - t0
+    return n / seconds, torch.cat([o.float() for o in outputs]) if outputs[0].dim() == 2 else torch.empty(0)
+
+
+def measure_throughput(model: nn.Module, batches: list[dict[str, torch.Tensor]], warmup: int = 2) -> float:
+    """Sequences per second of `model` over one pass of `batches` (after `warmup` batches)."""
+    model.eval()
+    return timed_pass(lambda **inputs: model(**inputs).logits, batches, warmup)[0]
 
 
 def median(xs: list[float]) -> float:
@@ -96,21 +104,6 @@ def percentile(xs: list[float], q: float) -> float:
 
 
 # ------------------------------------------------------------------ slimbert bench
-
-
-@torch.inference_mode()
-def timed_pass(forward, batches: list[dict[str, torch.Tensor]], warmup: int = 2) -> tuple[float, torch.Tensor]:
-    """Sequences per second over one pass of `batches` (after `warmup` batches), and the logits
-    of that pass in batch order (for accuracy)."""
-    for batch in batches[:warmup]:
-        forward(**model_inputs(batch))
-    n = sum(len(b["input_ids"]) for b in batches)
-    outputs = []
-    t0 = time.perf_counter()
-    for batch in batches:
-        outputs.append(forward(**model_inputs(batch)))
-    seconds = time.perf_counter() - t0
-    return n / seconds, torch.cat([o.float() for o in outputs]) if outputs[0].dim() == 2 else torch.empty(0)
 
 
 def forward_flops(config, batches: list[dict[str, torch.Tensor]]) -> float | None:

@@ -81,6 +81,7 @@ def run_bench(checkpoints: list[Path], backends: list[str], data: TaskData, seq_
 def _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch_size, rounds, threads,
              memory, progress, n_dev):
     served, rows, skipped = {}, {}, []
+    configs, parameters = {}, {}  # per checkpoint, whatever the backend
     for i, (ckpt, backend) in enumerate(tqdm(pairs, desc="build", disable=not progress)):
         workdir = work / f"{i}-{backend}"
         try:
@@ -89,10 +90,11 @@ def _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch
         except (BackendUnavailable, CheckpointError) as e:
             skipped.append({"model": str(ckpt), "backend": backend, "why": str(e)})
             continue
-        config = load_config(ckpt)
-        params = size_of(load_model(ckpt), ckpt).parameters
-        served[(ckpt, backend)] = (s, workdir, config)
-        rows[(ckpt, backend)] = BenchRow(str(ckpt), backend, s.dtype, params, s.file_bytes)
+        if ckpt not in configs:
+            configs[ckpt] = load_config(ckpt)
+            parameters[ckpt] = size_of(load_model(ckpt), ckpt).parameters
+        served[(ckpt, backend)] = (s, workdir, configs[ckpt])
+        rows[(ckpt, backend)] = BenchRow(str(ckpt), backend, s.dtype, parameters[ckpt], s.file_bytes)
 
     latencies: dict = {key: {n: [] for n in seq_lens} for key in served}
     bar = tqdm(total=rounds * len(served), desc="timing", disable=not progress)
