@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import json
 import random
 import time
 from pathlib import Path
@@ -12,15 +12,14 @@ from slimbert.compress.export import ONNX_NAME, export_onnx
 from slimbert.compress.prune import drop_layers, importance, lowest, prune_ffn, prune_heads, set_layerdrop
 from slimbert.compress.quantize import quantize_int8, to_bf16
 from slimbert.compress.students import CheckpointStudentSpec
-from slimbert.data.batching import collate, encode_examples, length_bucketed_batches
+from slimbert.data.batching import encode_examples
 from slimbert.data.sources import TaskData
 from slimbert.errors import DataError
+from slimbert.evaluation.bench import throughput_batches
 from slimbert.io import atomic_write_text
 from slimbert.jobs import _check_head, encode_table, finetune, score
 from slimbert.training.objectives import ClassificationObjective
 from slimbert.training.trainer import TrainConfig
-
-log = logging.getLogger(__name__)
 
 
 def prune(model: str | Path, data: TaskData, out: str | Path, heads: float = 0.0, ffn: float = 0.0,
@@ -31,8 +30,6 @@ def prune(model: str | Path, data: TaskData, out: str | Path, heads: float = 0.0
     heads and feed-forward neurons, scored on a sample of the training set. With `recover`,
     fine-tune the pruned model on the task (or distil it from `teacher`) into OUT; the pruned,
     unrecovered model is kept in OUT/pruned. Returns the results (also in OUT/prune.json)."""
-    import json
-
     out = Path(out)
     if data.dev is None:
         raise DataError("pruning needs a dev split to report what it cost")
@@ -52,8 +49,7 @@ def prune(model: str | Path, data: TaskData, out: str | Path, heads: float = 0.0
         sample = list(data.train.examples)
         random.Random(seed).shuffle(sample)
         encoded = encode_examples(sample[:importance_examples], tokenizer, max_length, data.regression)
-        order = length_bucketed_batches(encoded.lengths, batch_size, seed=seed, epoch=0, shuffle=False)
-        batches = [collate(encoded, idx, tokenizer.pad_id) for idx in order]
+        batches = throughput_batches(encoded, batch_size, tokenizer.pad_id)  # length-sorted, padded per batch
         scores = importance(net, batches, ClassificationObjective(data.regression), progress=progress)
         if heads:
             removed_heads = lowest(scores.heads, heads)
