@@ -7,10 +7,10 @@ stay fp32. Which Linear layers is the `scope`:
     "attention"  the attention projections (query, key, value, output), the pooler and the
                  classifier; the feed-forward layers stay fp32. The default: on the MiniLM SST-2
                  teacher its predictions agree with fp32 on 99.7% of the dev set.
-    "all"        every Linear, feed-forward included: about twice the speed of fp32 and a smaller
-                 file, but 97.6% agreement there. The feed-forward input sees LayerNorm outputs
-                 with a few outlier channels, and one activation scale per tensor is too coarse
-                 for them (BENCHMARKS.md has the measurements). This uses PyTorch's eager dynamic quantization (`torch.ao.quantization`), which
+    "all"        every Linear, feed-forward included: about 1.5x the speed of fp32 and a smaller
+                 file, but 97.6% agreement there. One activation scale per tensor is too coarse
+                 for the feed-forward layers' inputs; quantized alone, each of the two costs about
+                 1.5-2% agreement (benchmarks/int8_agreement.py, BENCHMARKS.md). This uses PyTorch's eager dynamic quantization (`torch.ao.quantization`), which
 PyTorch now marks deprecated in favour of torchao; it still ships and is the path with fast
 CPU kernels and no extra dependency.
 

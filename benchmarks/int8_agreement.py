@@ -1,0 +1,63 @@
+"""How much each group of Linear layers costs when quantized to int8 (dynamic, per-tensor activations).
+
+For a fine-tuned classifier, quantize one group at a time (and the two `slimbert quantize` scopes)
+and report how often its predictions agree with fp32 on the task's dev split, and its accuracy.
+
+    python benchmarks/int8_agreement.py --model runs/minilm-sst2-full --data-dir ../shared/data/glue
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+
+import torch
+
+from slimbert import load_model
+from slimbert.checkpoint import load_tokenizer
+from slimbert.compress.quantize import _dynamic_quantize, quantizable_linears
+from slimbert.data.batching import encode_examples
+from slimbert.data.sources import load_task_data
+from slimbert.inference import predict_logits
+
+GROUPS = {  # name -> which Linear layers (by name) are quantized
+    "scope all (every Linear)": r".",
+    "scope attention (default)": None,  # quantizable_linears(model, "attention")
+    "Q, K, V only": r"\.(query|key|value)$",
+    "attention output only": r"attention\.output\.dense$",
+    "feed-forward input only": r"intermediate\.dense$",
+    "feed-forward output only": r"layer\.\d+\.output\.dense$",
+    "pooler + classifier only": r"(pooler\.dense|classifier)$",
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--task", default="sst2")
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    dev = encode_examples(load_task_data(args.task, args.data_dir, splits=("dev",)).dev.examples,
+                          load_tokenizer(args.model), 128)
+    reference = predict_logits(model, dev, 0).argmax(-1)
+    every = quantizable_linears(model, "all")
+    print(f"fp32 accuracy {(reference == dev.labels).float().mean():.4f} on {len(dev)} dev examples")
+    results = {}
+    for name, pattern in GROUPS.items():
+        names = (quantizable_linears(model, "attention") if pattern is None
+                 else [n for n in every if re.search(pattern, n)])
+        predictions = predict_logits(_dynamic_quantize(copy.deepcopy(model), names), dev, 0).argmax(-1)
+        results[name] = {"layers": len(names), "agreement": float((predictions == reference).float().mean()),
+                         "accuracy": float((predictions == dev.labels).float().mean())}
+        print(f"{name:28s} {len(names):3d} layers  agreement {results[name]['agreement']:.4f}  "
+              f"accuracy {results[name]['accuracy']:.4f}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
