@@ -110,6 +110,22 @@ def test_importance_finds_a_head_that_does_nothing(model):
     assert not any(p.grad is not None for p in model.parameters())
 
 
+def test_lowest_rounds_what_each_layer_keeps_to_a_multiple():
+    scores = [torch.arange(1.0, 101.0), torch.arange(1.0, 101.0) * 0.5 + 10, torch.arange(1.0, 11.0)]
+    exact = lowest(scores, 0.5)
+    rounded = lowest(scores, 0.5, multiple_of=16)
+    for layer, s in enumerate(scores):
+        kept = len(s) - len(rounded.get(layer, []))
+        if len(s) <= 16:
+            assert kept == len(s)  # too small to round: left whole
+        else:
+            assert kept % 16 == 0 and abs(kept - (len(s) - len(exact.get(layer, [])))) <= 8
+            # still the lowest-scoring units of the layer that go
+            assert rounded[layer] == sorted(torch.argsort(s)[:len(s) - kept].tolist())
+    with pytest.raises(PruneError, match="multiple_of"):
+        lowest(scores, 0.5, multiple_of=0)
+
+
 def test_drop_layers_keeps_the_chosen_layers(model, batch):
     dropped = drop_layers(model, [0, 2])
     assert dropped.config.num_hidden_layers == 2
@@ -144,8 +160,8 @@ def test_prune_cli_prunes_recovers_and_reports(tmp_path, tiny_tokenizer, csv_tas
     train, dev = csv_task
     data = ["--train-file", str(train), "--dev-file", str(dev), "--text-col", "review", "--label-col", "sentiment"]
     out = tmp_path / "pruned"
-    assert main(["prune", "--model", str(teacher), "--heads", "0.25", "--ffn", "0.5", "--layers", "keep=0,2",
-                 *data, "--out", str(out), "--recover-epochs", "1", "--teacher", str(teacher),
+    assert main(["prune", "--model", str(teacher), "--heads", "0.25", "--ffn", "0.4", "--ffn-multiple", "16",
+                 "--layers", "keep=0,2", *data, "--out", str(out), "--recover-epochs", "1", "--teacher", str(teacher),
                  "--batch-size", "8", "--no-progress"]) == 0
     results = json.loads((out / "prune.json").read_text())
     assert results["parameters_after"] < results["parameters_before"]
@@ -153,7 +169,10 @@ def test_prune_cli_prunes_recovers_and_reports(tmp_path, tiny_tokenizer, csv_tas
     assert results["recovery"] == "distill" and results["dev_after_recovery"] is not None
     for directory in (out, out / "pruned"):
         model = load_model(directory)
-        assert model.config.num_hidden_layers == 2 and sum(model.config.intermediate_sizes) == 64
+        # 40% of 2 x 64 neurons leaves 77; each layer keeps a multiple of 16 (rounded to the nearest)
+        sizes = model.config.intermediate_sizes
+        assert model.config.num_hidden_layers == 2 and all(n % 16 == 0 and 16 <= n <= 64 for n in sizes)
+        assert 77 - 16 <= sum(sizes) <= 77 + 16
         assert sum(len(v) for v in model.config.pruned_heads.values()) == 2
     assert "after pruning" in capsys.readouterr().out
     assert main(["prune", "--model", str(teacher), "--layers", "0,2", *data, "--out", str(tmp_path / "x")]) == 2

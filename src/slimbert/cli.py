@@ -298,7 +298,7 @@ def cmd_prune(args) -> int:
         recover = _train_config(args, 5e-5)
     results = prune(args.model, data, args.out, args.heads, args.ffn, keep, args.importance_examples,
                     max_length=args.max_length, recover=recover, teacher=args.teacher,
-                    seed=args.seed, progress=not args.no_progress)
+                    seed=args.seed, progress=not args.no_progress, ffn_multiple=args.ffn_multiple)
     metric = results["main_metric"]
     line = (f"{data.name}: {results['parameters_before'] / 1e6:.2f} M -> {results['parameters_after'] / 1e6:.2f} M "
             f"parameters; dev {metric} {results['dev_before'][metric]:.4f} -> "
@@ -441,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="fine-tuned checkpoint directory")
     p.add_argument("--heads", type=float, default=0.0, help="fraction of all attention heads to remove")
     p.add_argument("--ffn", type=float, default=0.0, help="fraction of all feed-forward neurons to remove")
+    p.add_argument("--ffn-multiple", type=_positive_int, default=64,
+                   help="each layer keeps a multiple of this many neurons, which matmul kernels run "
+                   "fastest (default: 64; 1 keeps the exact fraction)")
     p.add_argument("--layers", help="layers to keep, e.g. keep=0,2,4 (best after --layerdrop training)")
     p.add_argument("--importance-examples", type=_positive_int, default=2048,
                    help="training examples to score importance on (default: 2048)")

@@ -25,9 +25,10 @@ from slimbert.training.trainer import TrainConfig
 def prune(model: str | Path, data: TaskData, out: str | Path, heads: float = 0.0, ffn: float = 0.0,
           keep: list[int] | None = None, importance_examples: int = 2048, batch_size: int = 32,
           max_length: int = 128, recover: TrainConfig | None = None, teacher: str | None = None,
-          seed: int = 0, progress: bool = True) -> dict:
+          seed: int = 0, progress: bool = True, ffn_multiple: int = 64) -> dict:
     """Drop layers (`keep`), then remove the `heads` and `ffn` fractions of least important
-    heads and feed-forward neurons, scored on a sample of the training set. With `recover`,
+    heads and feed-forward neurons, scored on a sample of the training set; each layer keeps a
+    multiple of `ffn_multiple` neurons (see `lowest`). With `recover`,
     fine-tune the pruned model on the task (or distil it from `teacher`) into OUT; the pruned,
     unrecovered model is kept in OUT/pruned. Returns the results (also in OUT/prune.json)."""
     out = Path(out)
@@ -55,7 +56,7 @@ def prune(model: str | Path, data: TaskData, out: str | Path, heads: float = 0.0
             removed_heads = lowest(scores.heads, heads)
             net = prune_heads(net, removed_heads)
         if ffn:
-            removed_neurons = lowest(scores.ffn, ffn)
+            removed_neurons = lowest(scores.ffn, ffn, multiple_of=ffn_multiple)
             net = prune_ffn(net, removed_neurons)
     set_layerdrop(net, 0.0)  # recovery and later training run without LayerDrop
     prune_seconds = time.perf_counter() - t0
@@ -64,7 +65,7 @@ def prune(model: str | Path, data: TaskData, out: str | Path, heads: float = 0.0
     save_checkpoint(net, tokenizer, pruned_dir)
     results = {
         "job": "prune", "task": data.name, "model": str(model),
-        "heads_fraction": heads, "ffn_fraction": ffn, "keep_layers": keep,
+        "heads_fraction": heads, "ffn_fraction": ffn, "ffn_multiple": ffn_multiple, "keep_layers": keep,
         "removed_heads": {str(k): v for k, v in removed_heads.items()},
         "removed_neurons_per_layer": {str(k): len(v) for k, v in removed_neurons.items()},
         "parameters_before": params_before, "parameters_after": sum(p.numel() for p in net.parameters()),
