@@ -1,7 +1,8 @@
 """How much each group of Linear layers costs when quantized to int8 (dynamic, per-tensor activations).
 
-For a fine-tuned classifier, quantize one group at a time (and the two `slimbert quantize` scopes)
-and report how often its predictions agree with fp32 on the task's dev split, and its accuracy.
+For a fine-tuned classifier, quantize one group at a time (and the two `slimbert quantize` scopes,
+uncalibrated and SmoothQuant-calibrated on 512 training examples at several alphas) and report
+how often its predictions agree with fp32 on the task's dev split, and its accuracy.
 
     python benchmarks/int8_agreement.py --model runs/minilm-sst2-full --data-dir ../shared/data/glue
 """
@@ -11,13 +12,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import random
 import re
 
 import torch
 
 from slimbert import load_model
 from slimbert.checkpoint import load_tokenizer
-from slimbert.compress.quantize import _dynamic_quantize, quantizable_linears
+from slimbert.compress.quantize import _dynamic_quantize, quantizable_linears, quantize_int8
 from slimbert.data.batching import encode_examples
 from slimbert.data.sources import load_task_data
 from slimbert.inference import predict_logits
@@ -42,8 +44,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    dev = encode_examples(load_task_data(args.task, args.data_dir, splits=("dev",)).dev.examples,
-                          load_tokenizer(args.model), 128)
+    tokenizer = load_tokenizer(args.model)
+    data = load_task_data(args.task, args.data_dir, splits=("train", "dev"))
+    dev = encode_examples(data.dev.examples, tokenizer, 128)
+    train = list(data.train.examples)
+    random.Random(0).shuffle(train)  # the sample `slimbert quantize --task` calibrates on
+    calibration = encode_examples(train[:512], tokenizer, 128)
     reference = predict_logits(model, dev, 0).argmax(-1)
     every = quantizable_linears(model, "all")
     print(f"fp32 accuracy {(reference == dev.labels).float().mean():.4f} on {len(dev)} dev examples")
@@ -56,6 +62,16 @@ def main() -> None:
                          "accuracy": float((predictions == dev.labels).float().mean())}
         print(f"{name:28s} {len(names):3d} layers  agreement {results[name]['agreement']:.4f}  "
               f"accuracy {results[name]['accuracy']:.4f}")
+    for scope in ("all", "attention"):
+        for alpha in (0.5, 0.75, 0.9):
+            name = f"scope {scope}, SmoothQuant alpha {alpha}"
+            q = quantize_int8(model, scope, calibration, tokenizer.pad_id, alpha)
+            predictions = predict_logits(q, dev, 0).argmax(-1)
+            results[name] = {"layers": len(q.config.quantization["modules"]),
+                             "agreement": float((predictions == reference).float().mean()),
+                             "accuracy": float((predictions == dev.labels).float().mean())}
+            print(f"{name:28s} {results[name]['layers']:3d} layers  agreement {results[name]['agreement']:.4f}  "
+                  f"accuracy {results[name]['accuracy']:.4f}")
     print(json.dumps(results))
 
 

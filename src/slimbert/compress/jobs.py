@@ -87,11 +87,25 @@ def prune(model: str | Path, data: TaskData, out: str | Path, heads: float = 0.0
     return results
 
 
-def quantize(model: str | Path, out: str | Path, dtype: str = "int8", scope: str = "attention") -> Path:
-    """Write an int8 (dynamic, Linear layers of `scope`) or bf16 copy of a checkpoint to `out`."""
+def quantize(model: str | Path, out: str | Path, dtype: str = "int8", scope: str | None = None,
+             calibration: TaskData | None = None, calibration_examples: int = 512, alpha: float = 0.9,
+             max_length: int = 128) -> Path:
+    """Write an int8 (dynamic, Linear layers of `scope`) or bf16 copy of a checkpoint to `out`.
+    int8 with `calibration` data (its train split) is SmoothQuant-calibrated on a seeded sample
+    of `calibration_examples` and defaults to every Linear; without, to the attention scope."""
     net = load_model(model)
-    converted = quantize_int8(net, scope) if dtype == "int8" else to_bf16(net)
-    return save_checkpoint(converted, load_tokenizer(model), out)
+    tokenizer = load_tokenizer(model)
+    if dtype != "int8":
+        return save_checkpoint(to_bf16(net), tokenizer, out)
+    sample = None
+    if calibration is not None:
+        if calibration.train is None or not len(calibration.train.examples):
+            raise DataError("int8 calibration reads the train split; it has no examples")
+        examples = list(calibration.train.examples)
+        random.Random(0).shuffle(examples)
+        sample = encode_examples(examples[:calibration_examples], tokenizer, max_length, calibration.regression)
+    scope = scope or ("all" if sample is not None else "attention")
+    return save_checkpoint(quantize_int8(net, scope, sample, tokenizer.pad_id, alpha), tokenizer, out)
 
 
 def export(model: str | Path, fmt: str, out: str | Path, int8: bool = False) -> list[Path]:

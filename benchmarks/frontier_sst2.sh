@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The SST-2 accuracy-speed frontier of BENCHMARKS.md: the runs that trade accuracy for speed,
+# from the fine-tuned teacher, then one `slimbert bench` of all of them (torch fp32, bf16 and
+# ONNX Runtime int8) so every ratio comes from the same process.
+#
+#   bash benchmarks/frontier_sst2.sh TEACHER_DIR OUT_DIR
+#
+# TEACHER_DIR: the MiniLM-L6 fine-tuned on SST-2 ("SST-2 fine-tune" in BENCHMARKS.md).
+# Each step is skipped when its output exists, so the script can be re-run after an interruption.
+set -euo pipefail
+teacher=${1:?teacher dir}
+out=${2:?output dir}
+data=${SLIMBERT_DATA:-../shared/data}/glue
+py=${PYTHON:-.venv/bin/python}
+task=(--task sst2 --data-dir "$data" --no-progress)
+done_() { [ -f "$1/results.json" ] || [ -f "$1/prune.json" ]; }
+
+# 1. A 3-layer student (teacher layers 0,2,4), distilled on all 67k SST-2 sentences.
+done_ "$out/bert3-full" || $py -m slimbert distill --teacher "$teacher" --student bert:layers=3 "${task[@]}" \
+  --epochs 2 --precision bf16 --batch-size 32 --seed 1 --out "$out/bert3-full"
+
+# 2. The teacher's recipe again with LayerDrop 0.2, then layers dropped from each teacher.
+done_ "$out/teacher-layerdrop" || $py -m slimbert finetune --model bundled:minilm-l6 "${task[@]}" \
+  --epochs 1 --lr 1e-4 --warmup-ratio 0.06 --batch-size 32 --precision bf16 --seed 42 \
+  --layerdrop 0.2 --out "$out/teacher-layerdrop"
+for keep in 0,2,4 0,1,3,5; do
+  name=keep${keep//,/}
+  done_ "$out/layerdrop-$name" || $py -m slimbert prune --model "$out/teacher-layerdrop" --layers keep=$keep \
+    "${task[@]}" --out "$out/layerdrop-$name"
+  done_ "$out/plain-$name" || $py -m slimbert prune --model "$teacher" --layers keep=$keep \
+    "${task[@]}" --out "$out/plain-$name"
+done
+
+# 3. Heads and neurons pruned from the teacher, recovered by distillation (20k sentences, 1 epoch).
+done_ "$out/heads50-ffn50-rec" || $py -m slimbert prune --model "$teacher" --heads 0.5 --ffn 0.5 "${task[@]}" \
+  --out "$out/heads50-ffn50-rec" --recover-epochs 1 --teacher "$teacher" --max-train-examples 20000 \
+  --precision bf16 --lr 5e-5
+
+# 4. The distilled student pruned in turn, recovered from the teacher.
+done_ "$out/bert3-full-heads50-rec" || $py -m slimbert prune --model "$out/bert3-full" --heads 0.5 "${task[@]}" \
+  --out "$out/bert3-full-heads50-rec" --recover-epochs 1 --teacher "$teacher" --max-train-examples 20000 \
+  --precision bf16 --lr 5e-5
+
+# 5. One bench of everything.
+$py -m slimbert bench --model "$teacher" "$out"/bert3-full "$out"/bert3-full-heads50-rec \
+  "$out"/heads50-ffn50-rec "$out"/layerdrop-keep024 "$out"/layerdrop-keep0135 \
+  "$out"/plain-keep024 "$out"/plain-keep0135 "$out"/teacher-layerdrop \
+  --backend torch torch-bf16 onnxruntime-int8 --no-references --no-memory --seq-lens 32 --rounds 5 --threads 2 \
+  --task sst2 --data-dir "$data" --out "$out/bench"
