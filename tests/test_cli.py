@@ -92,3 +92,10 @@ def test_evaluate_on_glue_dev_with_task_from_config(tmp_path, tiny_checkpoint, g
     capsys.readouterr()
     assert main(["evaluate", "--model", str(out), "--data-dir", str(glue_dir)]) == 0
     assert capsys.readouterr().out.startswith("rte (277 examples): accuracy = ")
+
+
+def test_the_cli_names_every_serving_backend():
+    from slimbert.cli import BACKENDS
+    from slimbert.evaluation import backends
+
+    assert BACKENDS == backends.BACKENDS

@@ -192,6 +192,17 @@ def test_report_groups_seeds_and_writes_table_json_and_plot(tmp_path, tiny_teach
     assert table.count("\n| ") == 3 and "| bilstm | 2 |" in table
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
 
+    # Serving choices as rows of their own, the teacher's too; ONNX cannot serve a BiLSTM.
+    assert main(["report", str(tmp_path / "bilstm-s1"), str(tmp_path / "bert1"), "--backend", "torch",
+                 "torch-int8-all", "onnxruntime", "--dev-file", str(csv_task[1]), *COLS, "--out", str(out),
+                 "--rounds", "1", "--no-progress"]) == 0
+    summary = {s["name"]: s for s in json.loads((out / "report.json").read_text())["summary"]}
+    assert list(summary) == ["teacher", "teacher (torch-int8-all)", "teacher (onnxruntime)", "bilstm",
+                             "bilstm (torch-int8-all)", "bert1", "bert1 (torch-int8-all)", "bert1 (onnxruntime)"]
+    # ONNX Runtime serves the same weights: the same predictions
+    assert summary["bert1 (onnxruntime)"]["score_mean"] == summary["bert1"]["score_mean"]
+    assert summary["teacher (onnxruntime)"]["score_mean"] == summary["teacher"]["score_mean"]
+
 
 def test_student_checkpoint_with_another_vocabulary_is_refused(tmp_path, tiny_teacher, csv_task, capsys):
     from conftest import tiny_vocab

@@ -10,6 +10,10 @@ from pathlib import Path
 
 from slimbert.errors import SlimbertError
 
+# The serving backends of slimbert.evaluation.backends, named here so that the parser (and
+# `--help`) need not import torch.
+BACKENDS = ("torch", "torch-int8", "torch-int8-all", "torch-bf16", "onnxruntime", "onnxruntime-int8", "hf")
+
 DEFAULT_MODEL = "bundled:minilm-l6"
 
 
@@ -215,7 +219,8 @@ def cmd_report(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = _dev_data_for(args, teacher)
-    rows = measure(runs, Path(teacher), data, rounds=args.rounds, progress=not args.no_progress)
+    rows = measure(runs, Path(teacher), data, rounds=args.rounds, progress=not args.no_progress,
+                   backends=tuple(args.backend), threads=args.threads)
     summary = write_report(rows, data, args.out, args.rounds)
     print((Path(args.out) / "report.md").read_text(), end="")
     print(f"wrote {Path(args.out) / 'report.md'}, report.json and report.png ({len(summary)} rows)")
@@ -437,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="teacher checkpoint (default: the one the runs' results.json name)")
     p.add_argument("--out", required=True, help="directory for report.md, report.json, report.png")
     _add_data_args(p, "dev")
+    p.add_argument("--backend", nargs="+", default=["torch"], choices=BACKENDS,
+                   help="serve every run (and the teacher) with each of these, one row each; e.g. "
+                   "torch torch-bf16 onnxruntime-int8 puts bf16 and int8 on the plot (default: torch)")
     p.add_argument("--rounds", type=_positive_int, default=3, help="timing rounds (default: 3)")
     p.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true")
@@ -495,8 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "sentences; Hugging Face transformers and ONNX Runtime on the same weights are "
                        "measured in every run as references.")
     p.add_argument("--model", nargs="+", required=True, help="checkpoint directories (slimbert or transformers)")
-    p.add_argument("--backend", nargs="+", choices=("torch", "torch-int8", "torch-int8-all", "torch-bf16",
-                                                   "onnxruntime", "onnxruntime-int8", "hf"),
+    p.add_argument("--backend", nargs="+", choices=BACKENDS,
                    help="backends to time (default: torch; hf and onnxruntime are always added)")
     p.add_argument("--no-references", action="store_true", help="do not add the hf and onnxruntime rows")
     p.add_argument("--out", default="bench", help="directory for bench.json, bench.md, bench.png")

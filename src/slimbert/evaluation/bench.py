@@ -85,12 +85,6 @@ def timed_pass(forward, batches: list[dict[str, torch.Tensor]], warmup: int = 2)
     return n / seconds, torch.cat([o.float() for o in outputs]) if outputs[0].dim() == 2 else torch.empty(0)
 
 
-def measure_throughput(model: nn.Module, batches: list[dict[str, torch.Tensor]], warmup: int = 2) -> float:
-    """Sequences per second of `model` over one pass of `batches` (after `warmup` batches)."""
-    model.eval()
-    return timed_pass(lambda **inputs: model(**inputs).logits, batches, warmup)[0]
-
-
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 

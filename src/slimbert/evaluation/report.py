@@ -5,16 +5,21 @@ the models so that drift in the machine's speed hits all of them alike: throughp
 over the dev sentences (length-sorted, dynamically padded, as served), and latency at batch 1
 on inputs of 32 tokens. Speeds are reported as ratios to the teacher measured in that run.
 
-Runs that differ only by seed (directories named NAME-s1, NAME-s2, ... or NAME-seed1, ...) are
+With `--backend`, every run (and the teacher) is also served int8, bf16 or through ONNX Runtime
+(see `slimbert bench`), each as its own row, so the serving choices sit on the same plot as the
+students. Runs that differ only by seed (directories named NAME-s1, NAME-s2, ... or NAME-seed1, ...) are
 one row: the mean and the sample standard deviation of their scores.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
+import shutil
 import statistics
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,10 +29,13 @@ from tqdm.auto import tqdm
 from slimbert.checkpoint import check_same_vocabulary, load_model, load_tokenizer
 from slimbert.data.batching import encode_examples
 from slimbert.data.sources import TaskData
-from slimbert.evaluation.bench import (latency_batch, measure_latency, measure_throughput, median,
-                                       size_of, throughput_batches)
+from slimbert.errors import CheckpointError
+from slimbert.evaluation.backends import BackendUnavailable, build, load
+from slimbert.evaluation.bench import latency_batch, measure_latency, median, size_of, throughput_batches, timed_pass
+from slimbert.evaluation.metrics import compute_metrics
 from slimbert.io import atomic_write, atomic_write_text
-from slimbert.jobs import score
+
+log = logging.getLogger(__name__)
 
 SEED_SUFFIX = re.compile(r"[-_](s|seed)(\d+)$")
 
@@ -58,31 +66,49 @@ def _results(path: Path) -> dict:
 
 
 def measure(paths: list[Path], teacher: Path, data: TaskData, rounds: int = 3, batch_size: int = 32,
-            seq_len: int = 32, progress: bool = True) -> list[RunRow]:
-    """Score and time the teacher (first row) and every run."""
+            seq_len: int = 32, progress: bool = True, backends: tuple[str, ...] = ("torch",),
+            threads: int | None = None) -> list[RunRow]:
+    """Score and time the teacher (first row: torch fp32) and every run, each served by every
+    backend in `backends` (see `slimbert.evaluation.backends`; a backend that cannot serve a
+    run is left out with a warning). A row served other than by `torch` is its own group,
+    "NAME (backend)"; the teacher is served by the other backends too."""
     tokenizer = load_tokenizer(teacher)
     dev = encode_examples(data.dev.examples, tokenizer, 128, data.regression)
     batches = throughput_batches(dev, batch_size, tokenizer.pad_id)
+    labels = torch.cat([b["labels"] for b in batches]).numpy()
     singles = latency_batch(dev, seq_len, tokenizer.pad_id)
-    entries = [(teacher, "teacher", None)] + [(p, *group_of(p)) for p in paths]
-    models, rows = [], []
-    for path, group, seed in tqdm(entries, desc="scoring", disable=not progress):
-        model = load_model(path)
-        check_same_vocabulary(path, tokenizer)
-        size = size_of(model, path)
-        metric = score(model, dev, data.metrics, tokenizer.pad_id)[data.main_metric]
-        models.append(model)
-        rows.append(RunRow(str(path), group, seed, metric, size.parameters, size.file_bytes, math.nan,
-                           math.nan, _results(path)))
-    latencies = [[] for _ in models]
-    speeds = [[] for _ in models]
-    for model in models:  # warm-up
-        measure_throughput(model, batches[:2], warmup=0)
-        measure_latency(model, singles[:5], warmup=0)
-    for _ in tqdm(range(rounds), desc="timing rounds", disable=not progress):
-        for i, model in enumerate(models):
-            speeds[i].append(measure_throughput(model, batches, warmup=0))
-            latencies[i] += measure_latency(model, singles, warmup=0)
+    entries = [(teacher, "teacher", None, "torch")]
+    entries += [(teacher, "teacher", None, b) for b in backends if b != "torch"]
+    entries += [(p, *group_of(p), b) for p in paths for b in backends]
+    served, rows = [], []
+    work = Path(tempfile.mkdtemp(prefix="slimbert-report-"))
+    try:
+        for i, (path, group, seed, backend) in enumerate(tqdm(entries, desc="loading", disable=not progress)):
+            check_same_vocabulary(path, tokenizer)
+            try:
+                build(path, backend, work / str(i))
+                s = load(path, backend, work / str(i), threads)
+            except (BackendUnavailable, CheckpointError) as e:
+                log.warning("%s: not served by %s (%s)", path, backend, e)
+                continue
+            name = group if backend == "torch" else f"{group} ({backend})"
+            served.append(s)
+            rows.append(RunRow(str(path), name, seed, math.nan, size_of(load_model(path), path).parameters,
+                               s.file_bytes, math.nan, math.nan, {**_results(path), "backend": backend}))
+        latencies = [[] for _ in served]
+        speeds = [[] for _ in served]
+        for s in served:  # warm-up
+            timed_pass(s.forward, batches[:2], warmup=0)
+            measure_latency(s.forward, singles[:5], warmup=0)
+        for r in tqdm(range(rounds), desc="timing rounds", disable=not progress):
+            for i, s in enumerate(served):
+                seq_s, logits = timed_pass(s.forward, batches, warmup=0)
+                speeds[i].append(seq_s)
+                latencies[i] += measure_latency(s.forward, singles, warmup=0)
+                if r == 0:
+                    rows[i].score = compute_metrics(data.metrics, logits.numpy(), labels)[data.main_metric]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     for row, lat, spd in zip(rows, latencies, speeds):
         row.latency_ms = 1000 * median(lat)
         row.throughput = median(spd)
@@ -126,14 +152,18 @@ def markdown(summary: list[dict], metric: str, task: str, meta: dict) -> str:
     head = (f"| model | runs | {task} dev {metric} (mean ± std) | % of teacher | parameters | size | "
             "latency b1 s32 | speed-up | throughput b32 | x teacher |\n"
             "|---|---|---|---|---|---|---|---|---|---|\n")
+    def fewer(ratio: float) -> str:
+        return f" ({ratio:.1f}x fewer)" if round(ratio, 1) != 1.0 else ""
+
     lines = []
     for s in summary:
         lines.append(
             f"| {s['name']} | {s['runs']} | {100 * s['score_mean']:.2f} ± {100 * s['score_std']:.2f} | "
-            f"{100 * s['of_teacher']:.1f}% | {s['parameters'] / 1e6:.2f} M ({s['params_ratio']:.1f}x fewer) | "
+            f"{100 * s['of_teacher']:.1f}% | {s['parameters'] / 1e6:.2f} M{fewer(s['params_ratio'])} | "
             f"{s['file_mb']:.1f} MB | {s['latency_ms']:.2f} ms | {s['latency_speedup']:.2f}x | "
             f"{s['throughput']:.0f} seq/s | {s['throughput_ratio']:.2f}x |")
-    foot = (f"\nMeasured in one process: {meta['threads']} threads, torch {meta['torch']}, fp32, "
+    foot = (f"\nMeasured in one process: {meta['threads']} threads, torch {meta['torch']}, served in fp32 "
+            "by slimbert's own model unless the row names another backend, "
             f"{meta['rounds']} timing rounds (medians). Std is the sample standard deviation over seeds.\n")
     return head + "\n".join(lines) + "\n" + foot
 
