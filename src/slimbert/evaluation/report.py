@@ -144,6 +144,7 @@ def summarise(rows: list[RunRow]) -> list[dict]:
             "student": info.get("student", "teacher" if name == "teacher" else None),
             "augmented_examples": info.get("augmented_examples"),
             "loss_weights": info.get("loss_weights"),
+            "backend": info.get("backend", "torch"),
         })
     return out
 
@@ -175,15 +176,20 @@ def plot(summary: list[dict], metric: str, task: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    markers = {"torch": "o", "torch-bf16": "^", "torch-int8": "s", "torch-int8-all": "s",
+               "onnxruntime": "D", "onnxruntime-int8": "P", "hf": "v"}
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for s in summary:
         is_teacher = s["name"] == "teacher"
-        ax.errorbar(s["throughput_ratio"], 100 * s["score_mean"], yerr=100 * s["score_std"], fmt="*" if is_teacher else "o",
-                    markersize=14 if is_teacher else 7, capsize=3, color="black" if is_teacher else None)
+        ax.errorbar(s["throughput_ratio"], 100 * s["score_mean"], yerr=100 * s["score_std"],
+                    fmt="*" if is_teacher else markers.get(s["backend"], "o"), markersize=14 if is_teacher else 7,
+                    capsize=3, color="black" if is_teacher else None)
         ax.annotate(s["name"], (s["throughput_ratio"], 100 * s["score_mean"]), textcoords="offset points",
                     xytext=(6, 4), fontsize=8)
     teacher = summary[0]
     ax.axhline(100 * teacher["score_mean"], color="gray", lw=0.8, ls="--")
+    ax.axhline(100 * teacher["score_mean"] - 1, color="gray", lw=0.8, ls=":", label="1 point below the teacher")
+    ax.legend(loc="lower left", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("throughput relative to the teacher (batch 32, log scale)")
     ax.set_ylabel(f"{task} dev {metric} (%)")
