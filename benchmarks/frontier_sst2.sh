@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The SST-2 accuracy-speed frontier of BENCHMARKS.md: the runs that trade accuracy for speed,
-# from the fine-tuned teacher, then one `slimbert bench` of all of them (torch fp32, bf16 and
-# ONNX Runtime int8) so every ratio comes from the same process.
+# from the fine-tuned teacher, then one `slimbert report` of all of them, each served in fp32,
+# bf16 and ONNX Runtime int8 (plus SmoothQuant int8 checkpoints), so that every ratio comes from
+# the same process and every point is on one plot.
 #
 #   bash benchmarks/frontier_sst2.sh TEACHER_DIR OUT_DIR
 #
@@ -41,9 +42,15 @@ done_ "$out/bert3-full-heads50-rec" || $py -m slimbert prune --model "$out/bert3
   --out "$out/bert3-full-heads50-rec" --recover-epochs 1 --teacher "$teacher" --max-train-examples 20000 \
   --precision bf16 --lr 5e-5
 
-# 5. One bench of everything.
-$py -m slimbert bench --model "$teacher" "$out"/bert3-full "$out"/bert3-full-heads50-rec \
-  "$out"/heads50-ffn50-rec "$out"/layerdrop-keep024 "$out"/layerdrop-keep0135 \
-  "$out"/plain-keep024 "$out"/plain-keep0135 "$out"/teacher-layerdrop \
-  --backend torch torch-bf16 onnxruntime-int8 --no-references --no-memory --seq-lens 32 --rounds 5 --threads 2 \
-  --task sst2 --data-dir "$data" --out "$out/bench"
+# 5. SmoothQuant-calibrated int8 checkpoints (every Linear) of the teacher and the students.
+for run in "$teacher" "$out/bert3-full" "$out/bert3-full-heads50-rec" "$out/heads50-ffn50-rec"; do
+  q=$out/$(basename "$run")-int8
+  [ -f "$q/config.json" ] || $py -m slimbert quantize --model "$run" --task sst2 --data-dir "$data" --out "$q"
+done
+
+# 6. One report of everything, each run also served in bf16 and by ONNX Runtime int8.
+$py -m slimbert report "$out"/bert3-full "$out"/bert3-full-heads50-rec "$out"/heads50-ffn50-rec \
+  "$out"/layerdrop-keep024 "$out"/layerdrop-keep0135 "$out"/plain-keep024 "$out"/plain-keep0135 \
+  "$out"/teacher-layerdrop "$out"/*-int8 --teacher "$teacher" \
+  --backend torch torch-bf16 onnxruntime-int8 --rounds 3 --threads 2 \
+  --task sst2 --data-dir "$data" --out "$out/report" --no-progress
