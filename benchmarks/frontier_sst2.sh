@@ -20,7 +20,16 @@ done_() { [ -f "$1/results.json" ] || [ -f "$1/prune.json" ]; }
 done_ "$out/bert3-full" || $py -m slimbert distill --teacher "$teacher" --student bert:layers=3 "${task[@]}" \
   --epochs 2 --precision bf16 --batch-size 32 --seed 1 --out "$out/bert3-full"
 
-# 2. The teacher's recipe again with LayerDrop 0.2, then layers dropped from each teacher.
+# 2. Heads and neurons pruned from the teacher, recovered by distillation (20k sentences, 1 epoch).
+done_ "$out/heads50-ffn50-rec" || $py -m slimbert prune --model "$teacher" --heads 0.5 --ffn 0.5 "${task[@]}" \
+  --out "$out/heads50-ffn50-rec" --recover-epochs 1 --teacher "$teacher" --max-train-examples 20000 \
+  --precision bf16 --lr 5e-5
+
+# 3. More feed-forward pruning, recovered on all 67k sentences.
+done_ "$out/heads50-ffn70-rec" || $py -m slimbert prune --model "$teacher" --heads 0.5 --ffn 0.7 "${task[@]}" \
+  --out "$out/heads50-ffn70-rec" --recover-epochs 1 --teacher "$teacher" --precision bf16 --lr 1e-4
+
+# 4. The teacher's recipe again with LayerDrop 0.2, then layers dropped from each teacher.
 done_ "$out/teacher-layerdrop" || $py -m slimbert finetune --model bundled:minilm-l6 "${task[@]}" \
   --epochs 1 --lr 1e-4 --warmup-ratio 0.06 --batch-size 32 --precision bf16 --seed 42 \
   --layerdrop 0.2 --out "$out/teacher-layerdrop"
@@ -32,24 +41,19 @@ for keep in 0,2,4 0,1,3,5; do
     "${task[@]}" --out "$out/plain-$name"
 done
 
-# 3. Heads and neurons pruned from the teacher, recovered by distillation (20k sentences, 1 epoch).
-done_ "$out/heads50-ffn50-rec" || $py -m slimbert prune --model "$teacher" --heads 0.5 --ffn 0.5 "${task[@]}" \
-  --out "$out/heads50-ffn50-rec" --recover-epochs 1 --teacher "$teacher" --max-train-examples 20000 \
-  --precision bf16 --lr 5e-5
-
-# 4. The distilled student pruned in turn, recovered from the teacher.
+# 5. The distilled student pruned in turn, recovered from the teacher.
 done_ "$out/bert3-full-heads50-rec" || $py -m slimbert prune --model "$out/bert3-full" --heads 0.5 "${task[@]}" \
   --out "$out/bert3-full-heads50-rec" --recover-epochs 1 --teacher "$teacher" --max-train-examples 20000 \
   --precision bf16 --lr 5e-5
 
-# 5. SmoothQuant-calibrated int8 checkpoints (every Linear) of the teacher and the students.
-for run in "$teacher" "$out/bert3-full" "$out/bert3-full-heads50-rec" "$out/heads50-ffn50-rec"; do
+# 6. SmoothQuant-calibrated int8 checkpoints (every Linear) of the teacher and the students.
+for run in "$teacher" "$out/bert3-full" "$out/bert3-full-heads50-rec" "$out/heads50-ffn50-rec" "$out/heads50-ffn70-rec"; do
   q=$out/$(basename "$run")-int8
   [ -f "$q/config.json" ] || $py -m slimbert quantize --model "$run" --task sst2 --data-dir "$data" --out "$q"
 done
 
-# 6. One report of everything, each run also served in bf16 and by ONNX Runtime int8.
-$py -m slimbert report "$out"/bert3-full "$out"/bert3-full-heads50-rec "$out"/heads50-ffn50-rec \
+# 7. One report of everything, each run also served in bf16 and by ONNX Runtime int8.
+$py -m slimbert report "$out"/bert3-full "$out"/bert3-full-heads50-rec "$out"/heads50-ffn50-rec "$out"/heads50-ffn70-rec \
   "$out"/layerdrop-keep024 "$out"/layerdrop-keep0135 "$out"/plain-keep024 "$out"/plain-keep0135 \
   "$out"/teacher-layerdrop "$out"/*-int8 --teacher "$teacher" \
   --backend torch torch-bf16 onnxruntime-int8 --rounds 3 --threads 2 \
