@@ -148,4 +148,6 @@ def test_quantize_export_and_bench_from_the_cli(tmp_path, tiny_tokenizer, csv_ta
     # The same weights score the same in slimbert, transformers and ONNX Runtime.
     assert rows[("tiny", "torch")]["score"] == rows[("tiny", "hf")]["score"] == rows[("tiny", "onnxruntime")]["score"]
     assert rows[("tiny", "torch")]["gflops"] > 0
+    # int8 changes how weights are stored, not how many there are
+    assert rows[("int8", "torch")]["parameters"] == rows[("tiny", "torch")]["parameters"]
     assert (out / "bench.md").exists() and (out / "bench.png").stat().st_size > 0

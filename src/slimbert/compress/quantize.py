@@ -160,6 +160,19 @@ def is_int8(model: nn.Module) -> bool:
     return bool((getattr(model.config, "quantization", None) or {}).get("method") == INT8)
 
 
+def int8_weight_count(model: nn.Module) -> int:
+    """Weights and biases held by the int8 Linear modules (not among `model.parameters()`)."""
+    if not is_int8(model):
+        return 0
+    modules = dict(model.named_modules())
+    total = 0
+    with _quiet():
+        for name in model.config.quantization["modules"]:
+            bias = modules[name].bias()
+            total += modules[name].weight().numel() + (0 if bias is None else bias.numel())
+    return total
+
+
 def int8_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Plain tensors for a quantized model: int8 weights + scales + zero points, the rest as is."""
     names = set(model.config.quantization["modules"])

@@ -26,10 +26,13 @@ class SizeInfo:
 
 
 def size_of(model: nn.Module, checkpoint: str | Path) -> SizeInfo:
-    """Parameter count (tied weights once) and the bytes of the checkpoint's weights file(s)."""
+    """Parameter count (tied weights once; int8 weights too, which are not `nn.Parameter`s) and
+    the bytes of the checkpoint's weights file(s)."""
+    from slimbert.compress.quantize import int8_weight_count
+
     directory = resolve(checkpoint)
     files = list(directory.glob("*.safetensors")) or [directory / WEIGHTS_NAME]
-    params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()) + int8_weight_count(model)
     return SizeInfo(params, sum(f.stat().st_size for f in files if f.exists()))
 
 
