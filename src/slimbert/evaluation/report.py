@@ -169,34 +169,57 @@ def markdown(summary: list[dict], metric: str, task: str, meta: dict) -> str:
     return head + "\n".join(lines) + "\n" + foot
 
 
-def plot(summary: list[dict], metric: str, task: str, path: Path) -> None:
-    """Accuracy against throughput ratio (log scale), the teacher marked."""
+def plot(summary: list[dict], metric: str, task: str, path: Path, max_labels: int = 12) -> None:
+    """Accuracy against throughput ratio (log scale), the teacher marked. Colour is the model,
+    marker the backend; with more than `max_labels` rows, legends replace the point labels. The
+    y axis stops 10 points below the teacher; rows further down are counted in a note."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
 
     markers = {"torch": "o", "torch-bf16": "^", "torch-int8": "s", "torch-int8-all": "s",
                "onnxruntime": "D", "onnxruntime-int8": "P", "hf": "v"}
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    models = list(dict.fromkeys(s["name"].split(" (")[0] for s in summary))
+    colours = {m: plt.cm.tab20(i % 20) for i, m in enumerate(models)}
+    colours["teacher"] = "black"
+    teacher = 100 * summary[0]["score_mean"]
+    floor = teacher - 10
+    labelled = len(summary) <= max_labels
+    fig, ax = plt.subplots(figsize=(9, 6))
+    below = []
     for s in summary:
-        is_teacher = s["name"] == "teacher"
-        ax.errorbar(s["throughput_ratio"], 100 * s["score_mean"], yerr=100 * s["score_std"],
-                    fmt="*" if is_teacher else markers.get(s["backend"], "o"), markersize=14 if is_teacher else 7,
-                    capsize=3, color="black" if is_teacher else None)
-        ax.annotate(s["name"], (s["throughput_ratio"], 100 * s["score_mean"]), textcoords="offset points",
-                    xytext=(6, 4), fontsize=8)
-    teacher = summary[0]
-    ax.axhline(100 * teacher["score_mean"], color="gray", lw=0.8, ls="--")
-    ax.axhline(100 * teacher["score_mean"] - 1, color="gray", lw=0.8, ls=":", label="1 point below the teacher")
-    ax.legend(loc="lower left", fontsize=8)
+        x, y = s["throughput_ratio"], 100 * s["score_mean"]
+        if y < floor:
+            below.append(f"{s['name']} ({y:.1f})")
+            continue
+        model = s["name"].split(" (")[0]
+        ax.errorbar(x, y, yerr=100 * s["score_std"], fmt="*" if s["name"] == "teacher" else markers.get(s["backend"], "o"),
+                    markersize=14 if s["name"] == "teacher" else 8, capsize=3, color=colours[model])
+        if labelled:
+            ax.annotate(s["name"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.axhline(teacher, color="gray", lw=0.8, ls="--")
+    ax.axhline(teacher - 1, color="gray", lw=0.8, ls=":")
+    handles = [Line2D([], [], color="gray", lw=0.8, ls=":", label="1 point below the teacher")]
+    if not labelled:
+        handles += [Line2D([], [], color=colours[m], marker="o", ls="", label=m) for m in models]
+        handles += [Line2D([], [], color="gray", marker=markers[b], ls="", label=f"served: {b}")
+                    for b in dict.fromkeys(s["backend"] for s in summary)]
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    if below:
+        ax.text(0.01, 0.01, "below the plot: " + ", ".join(below), transform=ax.transAxes, fontsize=7,
+                va="bottom", wrap=True)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}x" if v in (2, 3, 5) else ""))
     ax.set_xlabel("throughput relative to the teacher (batch 32, log scale)")
     ax.set_ylabel(f"{task} dev {metric} (%)")
     ax.set_title(f"{task}: accuracy vs. speed (mean ± std over seeds)")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
+    atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png", bbox_inches="tight"))
     plt.close(fig)
 
 
