@@ -233,7 +233,6 @@ def set_layerdrop(model: nn.Module, p: float) -> None:
     """Train `model` (in place) with LayerDrop probability `p`, recorded in its config."""
     _layers(model)
     set_config(model, model.config.replace(layerdrop=p))
-    encoder_of(model).encoder.layerdrop = p
 
 
 def drop_layers(model: nn.Module, keep: list[int]) -> nn.Module:

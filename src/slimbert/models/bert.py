@@ -205,7 +205,7 @@ class BertEncoder(nn.Module):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.layerdrop = config.layerdrop
+        self.config = config  # read at every step: set_config (e.g. prune.set_layerdrop) changes it
         self.layer = nn.ModuleList(
             BertLayer(config, config.heads_in_layer(i), config.ffn_size_in_layer(i))
             for i in range(config.num_hidden_layers)
@@ -217,8 +217,8 @@ class BertEncoder(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_hidden_states: bool = False,
                 output_attentions: bool = False):
         hidden_states, attentions = [x], []
-        skip = (torch.rand(len(self.layer)) < self.layerdrop).tolist() if (
-            self.training and self.layerdrop > 0) else [False] * len(self.layer)
+        p = self.config.layerdrop
+        skip = (torch.rand(len(self.layer)) < p).tolist() if self.training and p > 0 else [False] * len(self.layer)
         for layer, skipped in zip(self.layer, skip):
             if skipped:  # the block is the identity this step; its outputs repeat its input
                 hidden_states.append(x)
