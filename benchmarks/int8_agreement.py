@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import random
 import re
 
 import torch
 
 from slimbert import load_model
 from slimbert.checkpoint import load_tokenizer
+from slimbert.compress.jobs import train_sample
 from slimbert.compress.quantize import _dynamic_quantize, quantizable_linears, quantize_int8
 from slimbert.data.batching import encode_examples
 from slimbert.data.sources import load_task_data
@@ -47,9 +47,7 @@ def main() -> None:
     tokenizer = load_tokenizer(args.model)
     data = load_task_data(args.task, args.data_dir, splits=("train", "dev"))
     dev = encode_examples(data.dev.examples, tokenizer, 128)
-    train = list(data.train.examples)
-    random.Random(0).shuffle(train)  # the sample `slimbert quantize --task` calibrates on
-    calibration = encode_examples(train[:512], tokenizer, 128)
+    calibration = train_sample(data, tokenizer, 512)  # the sample `slimbert quantize --task` calibrates on
     reference = predict_logits(model, dev, 0).argmax(-1)
     every = quantizable_linears(model, "all")
     print(f"fp32 accuracy {(reference == dev.labels).float().mean():.4f} on {len(dev)} dev examples")

@@ -12,7 +12,7 @@ from slimbert.compress.export import ONNX_NAME, export_onnx
 from slimbert.compress.prune import drop_layers, importance, lowest, prune_ffn, prune_heads, set_layerdrop
 from slimbert.compress.quantize import quantize_int8, to_bf16
 from slimbert.compress.students import CheckpointStudentSpec
-from slimbert.data.batching import encode_examples
+from slimbert.data.batching import EncodedDataset, encode_examples
 from slimbert.data.sources import TaskData
 from slimbert.errors import DataError
 from slimbert.evaluation.bench import throughput_batches
@@ -20,6 +20,17 @@ from slimbert.io import atomic_write_text
 from slimbert.jobs import _check_head, encode_table, finetune, score
 from slimbert.training.objectives import ClassificationObjective
 from slimbert.training.trainer import TrainConfig
+
+
+def train_sample(data: TaskData, tokenizer, n: int, max_length: int = 128, seed: int = 0,
+                 purpose: str = "int8 calibration") -> EncodedDataset:
+    """`n` training examples drawn with `seed`, encoded: what importance is scored and int8 is
+    calibrated on (`purpose` names which, in the error when there is no train split)."""
+    if data.train is None or not len(data.train.examples):
+        raise DataError(f"{purpose} reads the train split; give one with examples")
+    examples = list(data.train.examples)
+    random.Random(seed).shuffle(examples)
+    return encode_examples(examples[:n], tokenizer, max_length, data.regression)
 
 
 def prune(model: str | Path, data: TaskData, out: str | Path, heads: float = 0.0, ffn: float = 0.0,
@@ -45,11 +56,8 @@ def prune(model: str | Path, data: TaskData, out: str | Path, heads: float = 0.0
         net = drop_layers(net, keep)
     removed_heads, removed_neurons = {}, {}
     if heads or ffn:
-        if data.train is None:
-            raise DataError("head and neuron importance is scored on the train split; give one")
-        sample = list(data.train.examples)
-        random.Random(seed).shuffle(sample)
-        encoded = encode_examples(sample[:importance_examples], tokenizer, max_length, data.regression)
+        encoded = train_sample(data, tokenizer, importance_examples, max_length, seed,
+                               purpose="head and neuron importance")
         batches = throughput_batches(encoded, batch_size, tokenizer.pad_id)  # length-sorted, padded per batch
         scores = importance(net, batches, ClassificationObjective(data.regression), progress=progress)
         if heads:
@@ -97,13 +105,7 @@ def quantize(model: str | Path, out: str | Path, dtype: str = "int8", scope: str
     tokenizer = load_tokenizer(model)
     if dtype != "int8":
         return save_checkpoint(to_bf16(net), tokenizer, out)
-    sample = None
-    if calibration is not None:
-        if calibration.train is None or not len(calibration.train.examples):
-            raise DataError("int8 calibration reads the train split; it has no examples")
-        examples = list(calibration.train.examples)
-        random.Random(0).shuffle(examples)
-        sample = encode_examples(examples[:calibration_examples], tokenizer, max_length, calibration.regression)
+    sample = None if calibration is None else train_sample(calibration, tokenizer, calibration_examples, max_length)
     scope = scope or ("all" if sample is not None else "attention")
     return save_checkpoint(quantize_int8(net, scope, sample, tokenizer.pad_id, alpha), tokenizer, out)
 
