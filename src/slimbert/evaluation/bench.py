@@ -6,7 +6,6 @@ every model; ratios are only ever formed between models measured in the same pro
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,10 +85,6 @@ def timed_pass(forward, batches: list[dict[str, torch.Tensor]], warmup: int = 2)
         outputs.append(forward(**model_inputs(batch)))
     seconds = time.perf_counter() - t0
     return n / seconds, torch.cat([o.float() for o in outputs]) if outputs[0].dim() == 2 else torch.empty(0)
-
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs)
 
 
 def percentile(xs: list[float], q: float) -> float:

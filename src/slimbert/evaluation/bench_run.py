@@ -53,23 +53,34 @@ class BenchRow:
 def run_bench(checkpoints: list[Path], backends: list[str], data: TaskData, seq_lens=SEQ_LENS,
               batch_size: int = 32, rounds: int = 3, threads: int | None = None, memory: bool = True,
               references: bool = True, progress: bool = True, max_length: int = 128) -> tuple[list[BenchRow], dict]:
-    """Measure every checkpoint with every backend; returns the rows and the run's metadata.
+    """Measure every checkpoint with every backend (and the references); returns the rows and
+    the run's metadata, with the machine's measured matmul peaks."""
+    pairs = []
+    for ckpt in checkpoints:
+        wanted = list(backends) + [b for b in REFERENCES if references and b not in backends]
+        pairs += [(ckpt, b) for b in wanted]
+    rows, meta = measure_pairs(pairs, data, seq_lens, batch_size, rounds, threads, memory, progress, max_length)
+    meta["matmul_peak_gflops"] = {str(dtype).replace("torch.", ""): matmul_peak_gflops(dtype)
+                                  for dtype in (torch.float32, torch.bfloat16)}
+    return rows, meta
+
+
+def measure_pairs(pairs: list[tuple[Path, str]], data: TaskData, seq_lens=SEQ_LENS, batch_size: int = 32,
+                  rounds: int = 3, threads: int | None = None, memory: bool = True, progress: bool = True,
+                  max_length: int = 128) -> tuple[list[BenchRow], dict]:
+    """Measure each (checkpoint, backend) pair, round-robin; pairs a backend cannot serve are
+    listed in meta["skipped"]. The first checkpoint's tokenizer encodes the dev split.
 
     Dev examples are encoded up to `max_length` tokens (as in training) for throughput and
     accuracy; latency inputs are cut or repeated to each of `seq_lens`."""
     if threads:
         torch.set_num_threads(threads)
-    tokenizer = load_tokenizer(checkpoints[0])
+    tokenizer = load_tokenizer(pairs[0][0])
     dev = encode_examples(data.dev.examples, tokenizer, max_length=max(max_length, *seq_lens),
                           regression=data.regression)
     batches = throughput_batches(dev, batch_size, tokenizer.pad_id)
     labels = torch.cat([b["labels"] for b in batches]).numpy() if "labels" in batches[0] else None
     latency_inputs = {n: latency_batch(dev, n, tokenizer.pad_id) for n in seq_lens}
-    pairs = []
-    for ckpt in checkpoints:
-        wanted = list(backends) + [b for b in REFERENCES if references and b not in backends]
-        pairs += [(ckpt, b) for b in wanted]
-
     work = Path(tempfile.mkdtemp(prefix="slimbert-bench-"))
     try:
         return _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch_size, rounds,
@@ -110,7 +121,6 @@ def _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch
             bar.update()
     bar.close()
 
-    peaks = {}
     for key, (s, workdir, config) in served.items():
         row = rows[key]
         row.throughput = statistics.median(row.throughput_rounds)
@@ -121,11 +131,9 @@ def _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch
             row.gflops = flops * row.throughput / sum(len(b["input_ids"]) for b in batches) / 1e9
         if memory:
             row.peak_memory_mb = peak_memory_mb(Path(key[0]), key[1], workdir, batch_size, max(seq_lens), threads)
-    for dtype in (torch.float32, torch.bfloat16):
-        peaks[str(dtype).replace("torch.", "")] = matmul_peak_gflops(dtype)
     meta = {"task": data.name, "metric": data.main_metric, "dev_examples": n_dev, "batch_size": batch_size,
             "seq_lens": list(seq_lens), "rounds": rounds, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "matmul_peak_gflops": peaks, "skipped": skipped}
+            "torch": torch.__version__, "skipped": skipped}
     return list(rows.values()), meta
 
 

@@ -17,22 +17,15 @@ import json
 import logging
 import math
 import re
-import shutil
 import statistics
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from slimbert.checkpoint import check_same_vocabulary, load_model, load_tokenizer
-from slimbert.data.batching import encode_examples
+from slimbert.checkpoint import check_same_vocabulary, load_tokenizer
 from slimbert.data.sources import TaskData
-from slimbert.errors import CheckpointError
-from slimbert.evaluation.backends import BackendUnavailable, build, load
-from slimbert.evaluation.bench import latency_batch, measure_latency, median, size_of, throughput_batches, timed_pass
-from slimbert.evaluation.metrics import compute_metrics
+from slimbert.evaluation.bench_run import measure_pairs
 from slimbert.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -69,49 +62,26 @@ def measure(paths: list[Path], teacher: Path, data: TaskData, rounds: int = 3, b
             seq_len: int = 32, progress: bool = True, backends: tuple[str, ...] = ("torch",),
             threads: int | None = None) -> list[RunRow]:
     """Score and time the teacher (first row: torch fp32) and every run, each served by every
-    backend in `backends` (see `slimbert.evaluation.backends`; a backend that cannot serve a
-    run is left out with a warning). A row served other than by `torch` is its own group,
+    backend in `backends`, through `slimbert bench`'s measurement (a backend that cannot serve
+    a run is left out with a warning). A row served other than by `torch` is its own group,
     "NAME (backend)"; the teacher is served by the other backends too."""
     tokenizer = load_tokenizer(teacher)
-    dev = encode_examples(data.dev.examples, tokenizer, 128, data.regression)
-    batches = throughput_batches(dev, batch_size, tokenizer.pad_id)
-    labels = torch.cat([b["labels"] for b in batches]).numpy()
-    singles = latency_batch(dev, seq_len, tokenizer.pad_id)
-    entries = [(teacher, "teacher", None, "torch")]
-    entries += [(teacher, "teacher", None, b) for b in backends if b != "torch"]
-    entries += [(p, *group_of(p), b) for p in paths for b in backends]
-    served, rows = [], []
-    work = Path(tempfile.mkdtemp(prefix="slimbert-report-"))
-    try:
-        for i, (path, group, seed, backend) in enumerate(tqdm(entries, desc="loading", disable=not progress)):
-            check_same_vocabulary(path, tokenizer)
-            try:
-                build(path, backend, work / str(i))
-                s = load(path, backend, work / str(i), threads)
-            except (BackendUnavailable, CheckpointError) as e:
-                log.warning("%s: not served by %s (%s)", path, backend, e)
-                continue
-            name = group if backend == "torch" else f"{group} ({backend})"
-            served.append(s)
-            rows.append(RunRow(str(path), name, seed, math.nan, size_of(load_model(path), path).parameters,
-                               s.file_bytes, math.nan, math.nan, {**_results(path), "backend": backend}))
-        latencies = [[] for _ in served]
-        speeds = [[] for _ in served]
-        for s in served:  # warm-up
-            timed_pass(s.forward, batches[:2], warmup=0)
-            measure_latency(s.forward, singles[:5], warmup=0)
-        for r in tqdm(range(rounds), desc="timing rounds", disable=not progress):
-            for i, s in enumerate(served):
-                seq_s, logits = timed_pass(s.forward, batches, warmup=0)
-                speeds[i].append(seq_s)
-                latencies[i] += measure_latency(s.forward, singles, warmup=0)
-                if r == 0:
-                    rows[i].score = compute_metrics(data.metrics, logits.numpy(), labels)[data.main_metric]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    for row, lat, spd in zip(rows, latencies, speeds):
-        row.latency_ms = 1000 * median(lat)
-        row.throughput = median(spd)
+    for path in paths:
+        check_same_vocabulary(path, tokenizer)
+    groups = {teacher: ("teacher", None), **{p: group_of(p) for p in paths}}
+    pairs = [(teacher, "torch")] + [(teacher, b) for b in backends if b != "torch"]
+    pairs += [(p, b) for p in paths for b in backends]
+    measured, meta = measure_pairs(pairs, data, (seq_len,), batch_size, rounds, threads, memory=False,
+                                   progress=progress)
+    for s in meta["skipped"]:
+        log.warning("%s: not served by %s (%s)", s["model"], s["backend"], s["why"])
+    rows = []
+    for r in measured:
+        path = Path(r.model)
+        group, seed = groups[path]
+        rows.append(RunRow(r.model, group if r.backend == "torch" else f"{group} ({r.backend})", seed,
+                           r.score, r.parameters, r.file_bytes, r.latency_ms[seq_len]["p50"], r.throughput,
+                           {**_results(path), "backend": r.backend}))
     return rows
 
 
