@@ -315,6 +315,7 @@ def cmd_prune(args) -> int:
 
 
 def cmd_quantize(args) -> int:
+    from slimbert.checkpoint import load_config
     from slimbert.compress.jobs import quantize
 
     calibrate = args.task or args.train_file
@@ -324,9 +325,9 @@ def cmd_quantize(args) -> int:
     out = quantize(args.model, args.out, args.dtype, args.int8_scope, data, args.calibration_examples,
                    args.smoothquant_alpha, args.max_length)
     what = args.dtype
-    if args.dtype == "int8":
-        scope = args.int8_scope or ("all" if calibrate else "attention")
-        what += f" ({scope} scope{', SmoothQuant-calibrated' if calibrate else ''})"
+    q = load_config(out).quantization  # the scope and calibration quantize settled on
+    if q:
+        what += f" ({q['scope']} scope{', SmoothQuant-calibrated' if 'smoothquant' in q else ''})"
     print(f"wrote the {what} model to {out}")
     return 0
 
