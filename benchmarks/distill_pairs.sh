@@ -11,16 +11,19 @@ tasks=("$@")
 [ ${#tasks[@]} -eq 0 ] && tasks=(mrpc rte)
 data=${SLIMBERT_DATA:-../shared/data}/glue
 py=${PYTHON:-.venv/bin/python}
+# an interrupted run (OUT/last written, no results.json yet) continues where it stopped
+resume() { [ -d "$1/last" ] && echo --resume || true; }
 for task in "${tasks[@]}"; do
   d=$out/$task
   for seed in 1 2 3; do
-    [ -f "$d/teacher-s$seed/results.json" ] || $py -m slimbert finetune --model bundled:minilm-l6 \
+    t=$d/teacher-s$seed
+    [ -f "$t/results.json" ] || $py -m slimbert finetune --model bundled:minilm-l6 \
       --task "$task" --data-dir "$data" --epochs 5 --lr 5e-5 --warmup-ratio 0.1 --batch-size 32 \
-      --precision bf16 --seed "$seed" --no-progress --out "$d/teacher-s$seed"
+      --precision bf16 --seed "$seed" --no-progress --out "$t" $(resume "$t")
   done
   common=(--teacher "$d/teacher-s1" --task "$task" --data-dir "$data" --no-progress)
   for seed in 1 2 3; do
-    run() { name=$1; shift; [ -f "$d/$name-s$seed/results.json" ] || $py -m slimbert distill "${common[@]}" --seed "$seed" --out "$d/$name-s$seed" "$@"; }
+    run() { name=$1; shift; r=$d/$name-s$seed; [ -f "$r/results.json" ] || $py -m slimbert distill "${common[@]}" --seed "$seed" --out "$r" $(resume "$r") "$@"; }
     run bert3-distilled --student bert:layers=3 --epochs 5 --precision bf16 --batch-size 32
     run bilstm-distilled --student bilstm --augment 4 --epochs 5 --batch-size 64
   done
