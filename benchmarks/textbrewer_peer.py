@@ -9,7 +9,7 @@ best dev epoch; both are timed end to end (loading, teacher logits, training, de
 TextBrewer's `kd_ce_loss` is not scaled by T^2; it is given `kd_loss_weight = T^2` so that both
 optimise the same loss (slimbert's `soft_cross_entropy` carries the T^2 factor itself).
 TextBrewer runs in fp32 (its mixed precision needs NVIDIA apex); slimbert is timed in fp32 and in
-bf16. `pip install textbrewer` (it also wants `tensorboard`) before running.
+bf16. Install the `peer` extra first: `pip install -e ".[peer]"` (TextBrewer, tensorboard, transformers).
 
     python benchmarks/textbrewer_peer.py --teacher runs/minilm-sst2-full \
         --data-dir ../shared/data/glue --out runs/peer --train-examples 5000 --epochs 2
