@@ -11,11 +11,12 @@ seeds=("$@")
 [ ${#seeds[@]} -eq 0 ] && seeds=(42 43 44)
 data=${SLIMBERT_DATA:-../shared/data}/glue
 py=${PYTHON:-.venv/bin/python}
+resume() { [ -d "$1/last" ] && echo --resume || true; }
 for seed in "${seeds[@]}"; do
   out=$prefix-s$seed
   [ "$seed" = 42 ] && out=$prefix
   [ -f "$out/results.json" ] && continue
   $py -m slimbert finetune --model bundled:minilm-l6 --task sst2 --data-dir "$data" --out "$out" \
     --epochs 1 --lr 1e-4 --warmup-ratio 0.06 --batch-size 32 --precision bf16 --seed "$seed" \
-    --save-every-steps 500 --no-progress $([ -d "$out/last" ] && echo --resume)
+    --save-every-steps 500 --no-progress $(resume "$out")
 done
