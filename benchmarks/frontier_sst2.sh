@@ -20,6 +20,10 @@ done_() { [ -f "$1/results.json" ] || [ -f "$1/prune.json" ]; }
 done_ "$out/bert3-full" || $py -m slimbert distill --teacher "$teacher" --student bert:layers=3 "${task[@]}" \
   --epochs 2 --precision bf16 --batch-size 32 --seed 1 --out "$out/bert3-full"
 
+# 1b. The same student with Tang et al.'s augmentation (2 copies of every sentence, 200k in all).
+done_ "$out/bert3-full-aug" || $py -m slimbert distill --teacher "$teacher" --student bert:layers=3 "${task[@]}" \
+  --epochs 2 --precision bf16 --batch-size 32 --seed 1 --augment 2 --save-every-steps 1000 --out "$out/bert3-full-aug"
+
 # 2. Heads and neurons pruned from the teacher, recovered by distillation (20k sentences, 1 epoch).
 done_ "$out/heads50-ffn50-rec" || $py -m slimbert prune --model "$teacher" --heads 0.5 --ffn 0.5 "${task[@]}" \
   --out "$out/heads50-ffn50-rec" --recover-epochs 1 --teacher "$teacher" --max-train-examples 20000 \
@@ -46,6 +50,10 @@ done_ "$out/bert3-full-heads50-rec" || $py -m slimbert prune --model "$out/bert3
   --out "$out/bert3-full-heads50-rec" --recover-epochs 1 --teacher "$teacher" --max-train-examples 20000 \
   --precision bf16 --lr 5e-5
 
+done_ "$out/bert3-full-aug-heads50-rec" || $py -m slimbert prune --model "$out/bert3-full-aug" --heads 0.5 "${task[@]}" \
+  --out "$out/bert3-full-aug-heads50-rec" --recover-epochs 1 --teacher "$teacher" --max-train-examples 20000 \
+  --precision bf16 --lr 5e-5
+
 # 6. SmoothQuant-calibrated int8 checkpoints (every Linear) of the teacher and the students.
 for run in "$teacher" "$out/bert3-full" "$out/bert3-full-heads50-rec" "$out/heads50-ffn50-rec" "$out/heads50-ffn70-rec"; do
   q=$out/$(basename "$run")-int8
@@ -53,7 +61,7 @@ for run in "$teacher" "$out/bert3-full" "$out/bert3-full-heads50-rec" "$out/head
 done
 
 # 7. One report of everything, each run also served in bf16 and by ONNX Runtime int8.
-$py -m slimbert report "$out"/bert3-full "$out"/bert3-full-heads50-rec "$out"/heads50-ffn50-rec "$out"/heads50-ffn70-rec \
+$py -m slimbert report "$out"/bert3-full "$out"/bert3-full-heads50-rec "$out"/bert3-full-aug "$out"/bert3-full-aug-heads50-rec "$out"/heads50-ffn50-rec "$out"/heads50-ffn70-rec \
   "$out"/layerdrop-keep024 "$out"/layerdrop-keep0135 "$out"/plain-keep024 "$out"/plain-keep0135 \
   "$out"/teacher-layerdrop "$out"/*-int8 --teacher "$teacher" \
   --backend torch torch-bf16 onnxruntime-int8 --rounds 3 --threads 2 \

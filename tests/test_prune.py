@@ -177,3 +177,46 @@ def test_prune_cli_prunes_recovers_and_reports(tmp_path, tiny_tokenizer, csv_tas
     assert "after pruning" in capsys.readouterr().out
     assert main(["prune", "--model", str(teacher), "--layers", "0,2", *data, "--out", str(tmp_path / "x")]) == 2
     assert "expected keep=0,2,4" in capsys.readouterr().err
+
+
+def test_prune_keeps_the_pruned_model_when_recovery_makes_it_worse(tmp_path, tiny_tokenizer, monkeypatch):
+    """Recovery is scored against the pruned model as its "epoch 0": OUT holds the better of the two."""
+    import slimbert.compress.jobs as jobs
+    from slimbert.cli import main
+
+    def flipping_recovery(model_dir, data, out, config, max_length):
+        # A "recovery" that swaps the two classes, so it is right exactly where the pruned model is wrong.
+        net = load_model(model_dir)
+        with torch.no_grad():
+            net.classifier.weight.neg_()
+            net.classifier.bias.neg_()
+        save_checkpoint(net, tiny_tokenizer, out)
+        return {"best": None}
+
+    monkeypatch.setattr(jobs, "finetune", flipping_recovery)
+    rows = "review,sentiment\n" + "".join(f"\"{t}\",pos\n" for t in ["a great film", "good fun", "the best"])
+    (tmp_path / "train.csv").write_text(rows + "\"the worst\",neg\n")
+    (tmp_path / "dev.csv").write_text(rows)  # one class only: a constant predictor scores 1 or 0
+    data = ["--train-file", str(tmp_path / "train.csv"), "--dev-file", str(tmp_path / "dev.csv"),
+            "--text-col", "review", "--label-col", "sentiment"]
+    kept = set()
+    for sign in (1.0, -1.0):
+        torch.manual_seed(0)
+        net = build_model(tiny_config(head="classification", num_hidden_layers=3, id2label={0: "neg", 1: "pos"}))
+        with torch.no_grad():  # always predicts "neg" (sign 1) or "pos" (sign -1)
+            net.classifier.weight.zero_()
+            net.classifier.bias.copy_(torch.tensor([5.0, -5.0]) * sign)
+        teacher = save_checkpoint(net, tiny_tokenizer, tmp_path / f"teacher{sign}")
+        out = tmp_path / f"out{sign}"
+        assert main(["prune", "--model", str(teacher), "--layers", "keep=0,2", *data, "--out", str(out),
+                     "--recover-epochs", "1", "--no-progress"]) == 0
+        results = json.loads((out / "prune.json").read_text())
+        after, recovered = results["dev_after_pruning"]["accuracy"], results["dev_after_recovery"]
+        assert {after, recovered} == {0.0, 1.0}
+        expected = "pruned" if after > recovered else "recovered"
+        assert results["kept"] == expected
+        kept.add(expected)
+        served = load_model(out).classifier.bias
+        source = load_model(out / "pruned").classifier.bias
+        torch.testing.assert_close(served, source if expected == "pruned" else -source)
+    assert kept == {"pruned", "recovered"}

@@ -310,6 +310,8 @@ def cmd_prune(args) -> int:
             f"{results['dev_after_pruning'][metric]:.4f} after pruning")
     if recover:
         line += f" -> {results['dev_after_recovery']:.4f} after {args.recover_epochs} epoch(s) of {results['recovery']}"
+        if results["kept"] == "pruned":
+            line += " (recovery did not help: OUT keeps the model before recovery)"
     print(line + f"; saved to {args.out}")
     return 0
 
@@ -466,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--importance-examples", type=_positive_int, default=2048,
                    help="training examples to score importance on (default: 2048)")
     p.add_argument("--out", required=True, help="output directory (the pruned model; with recovery "
-                   "the recovered model, and the unrecovered one in OUT/pruned)")
+                   "the better of recovered and unrecovered on dev, and the unrecovered one in OUT/pruned)")
     p.add_argument("--recover-epochs", type=int, default=0,
                    help="fine-tune (or, with --teacher, distil) this many epochs after pruning")
     p.add_argument("--teacher", help="recover by distilling from this model (usually the unpruned --model)")

@@ -41,7 +41,8 @@ def prune(model: str | Path, data: TaskData, out: str | Path, heads: float = 0.0
     heads and feed-forward neurons, scored on a sample of the training set; each layer keeps a
     multiple of `ffn_multiple` neurons (see `lowest`). With `recover`,
     fine-tune the pruned model on the task (or distil it from `teacher`) into OUT; the pruned,
-    unrecovered model is kept in OUT/pruned. Returns the results (also in OUT/prune.json)."""
+    unrecovered model is kept in OUT/pruned, and also becomes OUT's model when recovery did not
+    improve its dev score (`kept` says which). Returns the results (also in OUT/prune.json)."""
     out = Path(out)
     if data.dev is None:
         raise DataError("pruning needs a dev split to report what it cost")
@@ -88,8 +89,16 @@ def prune(model: str | Path, data: TaskData, out: str | Path, heads: float = 0.0
                                 DistillOptions(), max_length, student_name=f"pruned {model}")
         else:
             recovered = finetune(str(pruned_dir), data, out, recover, max_length)
+        # The pruned model is recovery's "epoch 0": like the trainer's best epoch, OUT keeps
+        # whichever of the two scores higher on dev, both scored the same way (fp32).
+        recovered_dev = score(load_model(out), dev, data.metrics, tokenizer.pad_id)
+        metric = data.main_metric
+        kept = "recovered" if recovered_dev[metric] >= after[metric] else "pruned"
+        if kept == "pruned":
+            save_checkpoint(net, tokenizer, out)
         results.update(recovery="distill" if teacher else "finetune", recovery_epochs=recover.epochs,
-                       dev_after_recovery=recovered["best"], recovery_teacher=teacher)
+                       dev_after_recovery=recovered_dev[metric], dev_after_recovery_all=recovered_dev,
+                       recovery_teacher=teacher, kept=kept)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "prune.json", json.dumps(results, indent=2) + "\n")
     return results
