@@ -85,10 +85,10 @@ def prune(model: str | Path, data: TaskData, out: str | Path, heads: float = 0.0
     if recover:
         if teacher:
             from slimbert.distill import DistillOptions, distill
-            recovered = distill(teacher, CheckpointStudentSpec(str(pruned_dir)), data, out, recover,
-                                DistillOptions(), max_length, student_name=f"pruned {model}")
+            distill(teacher, CheckpointStudentSpec(str(pruned_dir)), data, out, recover,
+                    DistillOptions(), max_length, student_name=f"pruned {model}")
         else:
-            recovered = finetune(str(pruned_dir), data, out, recover, max_length)
+            finetune(str(pruned_dir), data, out, recover, max_length)
         # The pruned model is recovery's "epoch 0": like the trainer's best epoch, OUT keeps
         # whichever of the two scores higher on dev, both scored the same way (fp32).
         recovered_dev = score(load_model(out), dev, data.metrics, tokenizer.pad_id)
