@@ -151,3 +151,10 @@ def test_quantize_export_and_bench_from_the_cli(tmp_path, tiny_tokenizer, csv_ta
     # int8 changes how weights are stored, not how many there are
     assert rows[("int8", "torch")]["parameters"] == rows[("tiny", "torch")]["parameters"]
     assert (out / "bench.md").exists() and (out / "bench.png").stat().st_size > 0
+
+
+def test_bench_names_a_nested_run_directory_by_its_parent_too():
+    from slimbert.evaluation.bench_run import model_name
+
+    assert model_name("runs/frontier/bert3-aug-heads50/pruned") == "bert3-aug-heads50/pruned"
+    assert model_name("runs/frontier/bert3-aug") == "bert3-aug"

@@ -151,7 +151,7 @@ def markdown(rows: list[BenchRow], meta: dict) -> str:
             + [f"seq/s @b{meta['batch_size']}", "vs base", "peak MB", "GFLOP/s"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [Path(r.model).name, r.backend, r.dtype,
+        cells = [model_name(r.model), r.backend, r.dtype,
                  "" if r.score is None else f"{100 * r.score:.2f}",
                  f"{r.parameters / 1e6:.2f}", f"{r.file_bytes / 1e6:.1f}"]
         cells += [f"{r.latency_ms[n]['p50']:.1f}/{r.latency_ms[n]['p90']:.1f}" for n in seqs]
@@ -162,31 +162,56 @@ def markdown(rows: list[BenchRow], meta: dict) -> str:
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in meta["matmul_peak_gflops"].items())
     lines.append("")
     lines.append(f"{meta['task']} dev ({meta['dev_examples']} examples), {meta['threads']} threads, "
-                 f"{meta['rounds']} rounds; ratios to {Path(base.model).name} ({base.backend}); "
+                 f"{meta['rounds']} rounds; ratios to {model_name(base.model)} ({base.backend}); "
                  f"measured matmul peak GFLOP/s: {peaks}.")
     for s in meta["skipped"]:
-        lines.append(f"- not measured: {Path(s['model']).name} with {s['backend']}: {s['why']}")
+        lines.append(f"- not measured: {model_name(s['model'])} with {s['backend']}: {s['why']}")
     return "\n".join(lines) + "\n"
 
 
+def model_name(model: str) -> str:
+    """How a model is named in tables and plots: its directory's name, with the parent's in front
+    when the name alone says little (`run/pruned`, `run/last`, `run/best`)."""
+    path = Path(model)
+    if path.name in ("pruned", "last", "best", "model") and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.name
+
+
+BACKEND_MARKERS = {"torch": "o", "torch-bf16": "^", "torch-int8": "s", "torch-int8-all": "s",
+                   "onnxruntime": "D", "onnxruntime-int8": "P", "hf": "v"}
+
+
 def plot(rows: list[BenchRow], meta: dict, path: Path) -> None:
-    """Accuracy against throughput ratio, one point per (model, backend): the frontier."""
+    """Accuracy against throughput ratio, one point per (model, backend): the frontier. Colour is
+    the model and marker the backend, both explained in legends beside the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
 
     base = baseline(rows)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    models = list(dict.fromkeys(model_name(r.model) for r in rows))
+    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
+    fig, ax = plt.subplots(figsize=(9, 5))
     for r in rows:
         if r.score is None:
             continue
-        x, y = r.throughput / base.throughput, 100 * r.score
-        ax.scatter(x, y)
-        ax.annotate(f"{Path(r.model).name} ({r.backend})", (x, y), fontsize=7, xytext=(4, 2),
-                    textcoords="offset points")
+        ax.scatter(r.throughput / base.throughput, 100 * r.score, s=60, color=colours[model_name(r.model)],
+                   marker=BACKEND_MARKERS.get(r.backend, "o"))
+    handles = [Line2D([], [], color=colours[m], marker="o", ls="", label=m) for m in models]
+    if base.score is not None:
+        ax.axhline(100 * base.score - 1, color="gray", lw=0.8, ls=":")
+        handles.append(Line2D([], [], color="gray", lw=0.8, ls=":", label=f"1 point below {model_name(base.model)}"))
+    handles += [Line2D([], [], color="gray", marker=BACKEND_MARKERS.get(b, "o"), ls="", label=f"served: {b}")
+                for b in dict.fromkeys(r.backend for r in rows)]
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlabel(f"throughput relative to {Path(base.model).name} ({base.backend}), batch {meta['batch_size']}")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}x" if v in (2, 3, 5) else ""))
+    ax.set_xlabel(f"throughput relative to {model_name(base.model)} ({base.backend}), batch {meta['batch_size']}")
     ax.set_ylabel(f"{meta['task']} dev {meta['metric']} (%)")
     ax.grid(alpha=0.3)
     fig.tight_layout()

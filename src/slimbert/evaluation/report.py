@@ -25,7 +25,7 @@ import torch
 
 from slimbert.checkpoint import check_same_vocabulary, load_tokenizer
 from slimbert.data.sources import TaskData
-from slimbert.evaluation.bench_run import measure_pairs
+from slimbert.evaluation.bench_run import BACKEND_MARKERS, measure_pairs
 from slimbert.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -150,8 +150,7 @@ def plot(summary: list[dict], metric: str, task: str, path: Path, max_labels: in
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter
 
-    markers = {"torch": "o", "torch-bf16": "^", "torch-int8": "s", "torch-int8-all": "s",
-               "onnxruntime": "D", "onnxruntime-int8": "P", "hf": "v"}
+    markers = BACKEND_MARKERS
     models = list(dict.fromkeys(s["name"].split(" (")[0] for s in summary))
     colours = {m: plt.cm.tab20(i % 20) for i, m in enumerate(models)}
     colours["teacher"] = "black"
