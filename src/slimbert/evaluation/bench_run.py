@@ -182,6 +182,23 @@ BACKEND_MARKERS = {"torch": "o", "torch-bf16": "^", "torch-int8": "s", "torch-in
                    "onnxruntime": "D", "onnxruntime-int8": "P", "hf": "v"}
 
 
+def backend_handles(backends) -> list:
+    """Legend entries for the marker of each backend (in first-seen order), shared by bench and report plots."""
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], color="gray", marker=BACKEND_MARKERS.get(b, "o"), ls="", label=f"served: {b}")
+            for b in dict.fromkeys(backends)]
+
+
+def ratio_axis(ax) -> None:
+    """A log-scale x axis of speed ratios, ticks written 1x, 2x, 3x, 5x, 10x."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}x" if v in (2, 3, 5) else ""))
+
+
 def plot(rows: list[BenchRow], meta: dict, path: Path) -> None:
     """Accuracy against throughput ratio, one point per (model, backend): the frontier. Colour is
     the model and marker the backend, both explained in legends beside the axes."""
@@ -190,7 +207,6 @@ def plot(rows: list[BenchRow], meta: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter
 
     base = baseline(rows)
     models = list(dict.fromkeys(model_name(r.model) for r in rows))
@@ -205,12 +221,9 @@ def plot(rows: list[BenchRow], meta: dict, path: Path) -> None:
     if base.score is not None:
         ax.axhline(100 * base.score - 1, color="gray", lw=0.8, ls=":")
         handles.append(Line2D([], [], color="gray", lw=0.8, ls=":", label=f"1 point below {model_name(base.model)}"))
-    handles += [Line2D([], [], color="gray", marker=BACKEND_MARKERS.get(b, "o"), ls="", label=f"served: {b}")
-                for b in dict.fromkeys(r.backend for r in rows)]
+    handles += backend_handles(r.backend for r in rows)
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}x" if v in (2, 3, 5) else ""))
+    ratio_axis(ax)
     ax.set_xlabel(f"throughput relative to {model_name(base.model)} ({base.backend}), batch {meta['batch_size']}")
     ax.set_ylabel(f"{meta['task']} dev {meta['metric']} (%)")
     ax.grid(alpha=0.3)

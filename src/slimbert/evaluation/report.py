@@ -25,7 +25,7 @@ import torch
 
 from slimbert.checkpoint import check_same_vocabulary, load_tokenizer
 from slimbert.data.sources import TaskData
-from slimbert.evaluation.bench_run import BACKEND_MARKERS, measure_pairs
+from slimbert.evaluation.bench_run import BACKEND_MARKERS, backend_handles, measure_pairs, ratio_axis
 from slimbert.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -148,9 +148,7 @@ def plot(summary: list[dict], metric: str, task: str, path: Path, max_labels: in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter
 
-    markers = BACKEND_MARKERS
     models = list(dict.fromkeys(s["name"].split(" (")[0] for s in summary))
     colours = {m: plt.cm.tab20(i % 20) for i, m in enumerate(models)}
     colours["teacher"] = "black"
@@ -165,7 +163,7 @@ def plot(summary: list[dict], metric: str, task: str, path: Path, max_labels: in
             below.append(f"{s['name']} ({y:.1f})")
             continue
         model = s["name"].split(" (")[0]
-        ax.errorbar(x, y, yerr=100 * s["score_std"], fmt="*" if s["name"] == "teacher" else markers.get(s["backend"], "o"),
+        ax.errorbar(x, y, yerr=100 * s["score_std"], fmt="*" if s["name"] == "teacher" else BACKEND_MARKERS.get(s["backend"], "o"),
                     markersize=14 if s["name"] == "teacher" else 8, capsize=3, color=colours[model])
         if labelled:
             ax.annotate(s["name"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
@@ -174,15 +172,12 @@ def plot(summary: list[dict], metric: str, task: str, path: Path, max_labels: in
     handles = [Line2D([], [], color="gray", lw=0.8, ls=":", label="1 point below the teacher")]
     if not labelled:
         handles += [Line2D([], [], color=colours[m], marker="o", ls="", label=m) for m in models]
-        handles += [Line2D([], [], color="gray", marker=markers[b], ls="", label=f"served: {b}")
-                    for b in dict.fromkeys(s["backend"] for s in summary)]
+        handles += backend_handles(s["backend"] for s in summary)
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     if below:
         ax.text(0.01, 0.01, "below the plot: " + ", ".join(below), transform=ax.transAxes, fontsize=7,
                 va="bottom", wrap=True)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}x" if v in (2, 3, 5) else ""))
+    ratio_axis(ax)
     ax.set_xlabel("throughput relative to the teacher (batch 32, log scale)")
     ax.set_ylabel(f"{task} dev {metric} (%)")
     ax.set_title(f"{task}: accuracy vs. speed (mean ± std over seeds)")
