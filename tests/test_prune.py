@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -191,6 +192,7 @@ def test_prune_keeps_the_pruned_model_when_recovery_makes_it_worse(tmp_path, tin
             net.classifier.weight.neg_()
             net.classifier.bias.neg_()
         save_checkpoint(net, tiny_tokenizer, out)
+        (Path(out) / "results.json").write_text('{"job": "finetune"}')
         return {"best": None}
 
     monkeypatch.setattr(jobs, "finetune", flipping_recovery)
@@ -219,4 +221,7 @@ def test_prune_keeps_the_pruned_model_when_recovery_makes_it_worse(tmp_path, tin
         served = load_model(out).classifier.bias
         source = load_model(out / "pruned").classifier.bias
         torch.testing.assert_close(served, source if expected == "pruned" else -source)
+        # results.json describes the served model only when it is the recovered one
+        assert (out / "results.json").exists() == (expected == "recovered")
+        assert (out / "recovery.json").exists() == (expected == "pruned")
     assert kept == {"pruned", "recovered"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -42,7 +43,8 @@ def prune(model: str | Path, data: TaskData, out: str | Path, heads: float = 0.0
     multiple of `ffn_multiple` neurons (see `lowest`). With `recover`,
     fine-tune the pruned model on the task (or distil it from `teacher`) into OUT; the pruned,
     unrecovered model is kept in OUT/pruned, and also becomes OUT's model when recovery did not
-    improve its dev score (`kept` says which). Returns the results (also in OUT/prune.json)."""
+    improve its dev score (`kept` says which; the recovery run's results.json is then renamed
+    recovery.json). Returns the results (also in OUT/prune.json)."""
     out = Path(out)
     if data.dev is None:
         raise DataError("pruning needs a dev split to report what it cost")
@@ -96,6 +98,9 @@ def prune(model: str | Path, data: TaskData, out: str | Path, heads: float = 0.0
         kept = "recovered" if recovered_dev[metric] >= after[metric] else "pruned"
         if kept == "pruned":
             save_checkpoint(net, tokenizer, out)
+            # OUT's results.json describes the model OUT holds; the recovery run's is kept aside.
+            if (out / "results.json").exists():
+                os.replace(out / "results.json", out / "recovery.json")
         results.update(recovery="distill" if teacher else "finetune", recovery_epochs=recover.epochs,
                        dev_after_recovery=recovered_dev[metric], dev_after_recovery_all=recovered_dev,
                        recovery_teacher=teacher, kept=kept)
