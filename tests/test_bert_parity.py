@@ -124,19 +124,11 @@ def test_bf16_outputs_track_transformers_bf16(tmp_path):
     torch.testing.assert_close(a[keep], b[keep], atol=0.05, rtol=0.02)
 
 
-def test_sequence_classification_logits_match(tmp_path):
-    theirs, ours = random_hf_pair(tmp_path, transformers.BertForSequenceClassification, num_labels=3)
-    assert ours.config.head == "classification" and ours.config.num_labels == 3
-    ids, mask, types = random_inputs()
-    with torch.no_grad():
-        torch.testing.assert_close(ours(ids, mask, types).logits,
-                                   theirs(input_ids=ids, attention_mask=mask, token_type_ids=types).logits,
-                                   atol=1e-5, rtol=0)
-
-
-def test_regression_head_matches(tmp_path):
-    theirs, ours = random_hf_pair(tmp_path, transformers.BertForSequenceClassification, num_labels=1)
-    assert ours.config.problem_type == "regression"
+@pytest.mark.parametrize("num_labels", [3, 1])
+def test_sequence_classification_and_regression_logits_match(tmp_path, num_labels):
+    theirs, ours = random_hf_pair(tmp_path, transformers.BertForSequenceClassification, num_labels=num_labels)
+    assert ours.config.head == "classification" and ours.config.num_labels == num_labels
+    assert ours.config.problem_type == ("regression" if num_labels == 1 else "single_label_classification")
     ids, mask, types = random_inputs()
     with torch.no_grad():
         torch.testing.assert_close(ours(ids, mask, types).logits,
