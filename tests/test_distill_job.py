@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -202,6 +203,16 @@ def test_report_groups_seeds_and_writes_table_json_and_plot(tmp_path, tiny_teach
     # ONNX Runtime serves the same weights: the same predictions
     assert summary["bert1 (onnxruntime)"]["score_mean"] == summary["bert1"]["score_mean"]
     assert summary["teacher (onnxruntime)"]["score_mean"] == summary["teacher"]["score_mean"]
+
+
+def test_report_names_runs_by_group_and_seed():
+    from slimbert.evaluation.report import group_of
+
+    assert group_of(Path("runs/bert3-distilled-s2")) == ("bert3-distilled", 2)
+    assert group_of(Path("runs/cnn_seed10")) == ("cnn", 10)
+    assert group_of(Path("runs/bert3")) == ("bert3", None)
+    # a model kept inside a run directory is named with its run, not just "pruned"
+    assert group_of(Path("runs/bert3-heads50/pruned")) == ("bert3-heads50/pruned", None)
 
 
 def test_student_checkpoint_with_another_vocabulary_is_refused(tmp_path, tiny_teacher, csv_task, capsys):

@@ -25,7 +25,7 @@ import torch
 
 from slimbert.checkpoint import check_same_vocabulary, load_tokenizer
 from slimbert.data.sources import TaskData
-from slimbert.evaluation.bench_run import BACKEND_MARKERS, backend_handles, measure_pairs, ratio_axis
+from slimbert.evaluation.bench_run import BACKEND_MARKERS, backend_handles, measure_pairs, model_name, ratio_axis
 from slimbert.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,10 @@ class RunRow:
 
 
 def group_of(path: Path) -> tuple[str, int | None]:
-    m = SEED_SUFFIX.search(path.name)
-    return (path.name[:m.start()], int(m.group(2))) if m else (path.name, None)
+    """A run's group and seed: `bert3-s2` -> ("bert3", 2); `run/pruned` -> ("run/pruned", None)."""
+    name = model_name(str(path))
+    m = SEED_SUFFIX.search(name)
+    return (name[:m.start()], int(m.group(2))) if m else (name, None)
 
 
 def _results(path: Path) -> dict:
