@@ -24,9 +24,11 @@ done_ "$out/bert3-full" || $py -m slimbert distill --teacher "$teacher" --studen
 done_ "$out/bert3-full-aug" || $py -m slimbert distill --teacher "$teacher" --student bert:layers=3 "${task[@]}" \
   --epochs 2 --precision bf16 --batch-size 32 --seed 1 --augment 2 --save-every-steps 1000 --out "$out/bert3-full-aug"
 
-# 1c. The same student as in 1, trained 4 epochs instead of 2 (no augmentation).
+# 1c. The same student as in 1, trained 4 epochs instead of 2 (no augmentation), seeds 1 and 2.
 done_ "$out/bert3-full-e4" || $py -m slimbert distill --teacher "$teacher" --student bert:layers=3 "${task[@]}" \
   --epochs 4 --precision bf16 --batch-size 32 --seed 1 --save-every-steps 1000 --out "$out/bert3-full-e4"
+done_ "$out/bert3-full-e4-seed2" || $py -m slimbert distill --teacher "$teacher" --student bert:layers=3 "${task[@]}" \
+  --epochs 4 --precision bf16 --batch-size 32 --seed 2 --save-every-steps 1000 --out "$out/bert3-full-e4-seed2"
 
 # 2. Heads and neurons pruned from the teacher, recovered by distillation (20k sentences, 1 epoch).
 done_ "$out/heads50-ffn50-rec" || $py -m slimbert prune --model "$teacher" --heads 0.5 --ffn 0.5 "${task[@]}" \
@@ -58,10 +60,12 @@ done_ "$out/bert3-full-aug-heads50-rec" || $py -m slimbert prune --model "$out/b
   --out "$out/bert3-full-aug-heads50-rec" --recover-epochs 1 --teacher "$teacher" --max-train-examples 20000 \
   --precision bf16 --lr 5e-5
 
-# 5c. The 4-epoch student with 25% and 50% of its heads pruned, no recovery.
-for h in 25 50; do
-  done_ "$out/bert3-full-e4-heads$h" || $py -m slimbert prune --model "$out/bert3-full-e4" --heads 0.$h "${task[@]}" \
-    --out "$out/bert3-full-e4-heads$h"
+# 5c. The 4-epoch students with 25% and 50% of their heads pruned, no recovery.
+for run in bert3-full-e4 bert3-full-e4-seed2; do
+  for h in 25 50; do
+    done_ "$out/$run-heads$h" || $py -m slimbert prune --model "$out/$run" --heads 0.$h "${task[@]}" \
+      --out "$out/$run-heads$h"
+  done
 done
 
 # 6. SmoothQuant-calibrated int8 checkpoints (every Linear) of the teacher and the students.
@@ -70,10 +74,14 @@ for run in "$teacher" "$out/bert3-full" "$out/bert3-full-heads50-rec" "$out/head
   [ -f "$q/config.json" ] || $py -m slimbert quantize --model "$run" --task sst2 --data-dir "$data" --out "$q"
 done
 
-# 7. One report of everything, each run also served in bf16 and by ONNX Runtime int8.
+# 7. One report of everything (seed 1 of step 1c), each run also served in bf16 and by ONNX
+#    Runtime int8; then one report of the 4-epoch students of both seeds and their pruned heads.
 $py -m slimbert report "$out"/bert3-full "$out"/bert3-full-heads50-rec "$out"/bert3-full-aug "$out"/bert3-full-aug-heads50-rec/pruned \
   "$out"/bert3-full-e4 "$out"/bert3-full-e4-heads25 "$out"/bert3-full-e4-heads50 "$out"/heads50-ffn50-rec "$out"/heads50-ffn70-rec \
   "$out"/layerdrop-keep024 "$out"/layerdrop-keep0135 "$out"/plain-keep024 "$out"/plain-keep0135 \
   "$out"/teacher-layerdrop "$out"/*-int8 --teacher "$teacher" \
   --backend torch torch-bf16 onnxruntime-int8 --rounds 3 --threads 2 \
   --task sst2 --data-dir "$data" --out "$out/report" --no-progress
+$py -m slimbert report "$out"/bert3-full-e4 "$out"/bert3-full-e4-seed2 "$out"/bert3-full-e4{,-seed2}-heads{25,50} \
+  --teacher "$teacher" --backend torch torch-bf16 onnxruntime-int8 --rounds 3 --threads 2 \
+  --task sst2 --data-dir "$data" --out "$out/report-e4" --no-progress
