@@ -25,7 +25,8 @@ import torch
 
 from slimbert.checkpoint import check_same_vocabulary, load_tokenizer
 from slimbert.data.sources import TaskData
-from slimbert.evaluation.bench_run import BACKEND_MARKERS, backend_handles, measure_pairs, model_name, ratio_axis
+from slimbert.evaluation.bench_run import (BACKEND_MARKERS, backend_handles, measure_pairs, model_name,
+                                           ratio_axis)
 from slimbert.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
