@@ -191,6 +191,7 @@ def test_report_groups_seeds_and_writes_table_json_and_plot(tmp_path, tiny_teach
     assert bilstm["params_ratio"] == pytest.approx(report["runs"][0]["parameters"] / report["runs"][1]["parameters"])
     table = (out / "report.md").read_text()
     assert table.count("\n| ") == 3 and "| bilstm | 2 |" in table
+    assert "1 timing round (medians)" in table
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
 
     # Serving choices as rows of their own, the teacher's too; ONNX cannot serve a BiLSTM.

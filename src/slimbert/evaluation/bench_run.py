@@ -50,6 +50,11 @@ class BenchRow:
     note: str = ""
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 thread', '2 threads': a count with its noun in the right number."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def run_bench(checkpoints: list[Path], backends: list[str], data: TaskData, seq_lens=SEQ_LENS,
               batch_size: int = 32, rounds: int = 3, threads: int | None = None, memory: bool = True,
               references: bool = True, progress: bool = True, max_length: int = 128) -> tuple[list[BenchRow], dict]:
@@ -161,8 +166,9 @@ def markdown(rows: list[BenchRow], meta: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in meta["matmul_peak_gflops"].items())
     lines.append("")
-    lines.append(f"{meta['task']} dev ({meta['dev_examples']} examples), {meta['threads']} threads, "
-                 f"{meta['rounds']} rounds; ratios to {model_name(base.model)} ({base.backend}); "
+    lines.append(f"{meta['task']} dev ({meta['dev_examples']} examples), "
+                 f"{counted(meta['threads'], 'thread')}, "
+                 f"{counted(meta['rounds'], 'round')}; ratios to {model_name(base.model)} ({base.backend}); "
                  f"measured matmul peak GFLOP/s: {peaks}.")
     for s in meta["skipped"]:
         lines.append(f"- not measured: {model_name(s['model'])} with {s['backend']}: {s['why']}")

@@ -25,8 +25,8 @@ import torch
 
 from slimbert.checkpoint import check_same_vocabulary, load_tokenizer
 from slimbert.data.sources import TaskData
-from slimbert.evaluation.bench_run import (BACKEND_MARKERS, backend_handles, measure_pairs, model_name,
-                                           ratio_axis)
+from slimbert.evaluation.bench_run import (BACKEND_MARKERS, backend_handles, counted, measure_pairs,
+                                           model_name, ratio_axis)
 from slimbert.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -136,9 +136,10 @@ def markdown(summary: list[dict], metric: str, task: str, meta: dict) -> str:
             f"{100 * s['of_teacher']:.1f}% | {s['parameters'] / 1e6:.2f} M{fewer(s['params_ratio'])} | "
             f"{s['file_mb']:.1f} MB | {s['latency_ms']:.2f} ms | {s['latency_speedup']:.2f}x | "
             f"{s['throughput']:.0f} seq/s | {s['throughput_ratio']:.2f}x |")
-    foot = (f"\nMeasured in one process: {meta['threads']} threads, torch {meta['torch']}, served in fp32 "
-            "by slimbert's own model unless the row names another backend, "
-            f"{meta['rounds']} timing rounds (medians). Std is the sample standard deviation over seeds.\n")
+    foot = (f"\nMeasured in one process: {counted(meta['threads'], 'thread')}, torch {meta['torch']}, "
+            "served in fp32 by slimbert's own model unless the row names another backend, "
+            f"{counted(meta['rounds'], 'timing round')} (medians). "
+            "Std is the sample standard deviation over seeds.\n")
     return head + "\n".join(lines) + "\n" + foot
 
 
