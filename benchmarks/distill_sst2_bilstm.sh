@@ -7,7 +7,7 @@
 #
 #   bash benchmarks/distill_sst2_bilstm.sh TEACHER_DIR OUT_DIR N COPIES AUG_EPOCHS [SEED...]
 #
-# e.g. N=10000 COPIES=20 AUG_EPOCHS=1 (BENCHMARKS "One setting for both BiLSTM targets").
+# e.g. N=10000 COPIES=20 AUG_EPOCHS=1 (BENCHMARKS "10,000 sentences and 20 copies").
 # A run whose results.json exists is skipped. The augmented set and the teacher's logits over it
 # are cached (SLIMBERT_CACHE) and shared by every seed: the augmentation seed is fixed.
 set -euo pipefail
