@@ -27,10 +27,10 @@ from slimbert.inference import predict_logits
 GROUPS = {  # name -> which Linear layers (by name) are quantized
     "scope all (every Linear)": r".",
     "scope attention (default)": None,  # quantizable_linears(model, "attention")
-    "Q, K, V only": r"\.(query|key|value)$",
-    "attention output only": r"attention\.output\.dense$",
-    "feed-forward input only": r"intermediate\.dense$",
-    "feed-forward output only": r"layer\.\d+\.output\.dense$",
+    "Q, K, V only": r"\.attn\.(q|k|v)_proj$",
+    "attention output only": r"\.attn\.out_proj$",
+    "feed-forward input only": r"\.ffn\.fc_in$",
+    "feed-forward output only": r"\.ffn\.fc_out$",
     "pooler + classifier only": r"(pooler\.dense|classifier)$",
 }
 

@@ -52,7 +52,8 @@ def textbrewer_run(args, work: Path) -> dict:
     from transformers import BertForSequenceClassification
 
     from slimbert import load_model
-    from slimbert.checkpoint import export_hf, load_tokenizer
+    from slimbert.checkpoint import load_tokenizer
+    from slimbert.compress.export import export_hf
     from slimbert.compress.students import BertStudentSpec, make_student
     from slimbert.data.batching import collate, encode_examples
     from slimbert.data.sources import load_task_data

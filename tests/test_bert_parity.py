@@ -199,7 +199,7 @@ def test_padding_does_not_change_real_tokens():
 def test_pre_norm_is_a_different_trainable_model_that_refuses_hf_export(tmp_path):
     torch.manual_seed(0)
     pre = build_model(tiny_config(norm_style="pre", head="classification"))
-    assert pre.bert.encoder.final_layer_norm is not None
+    assert pre.bert.encoder.final_norm is not None
     ids, mask, types = random_inputs(vocab=pre.config.vocab_size)
     loss = pre(ids, mask, types).logits.sum()
     loss.backward()

@@ -11,7 +11,7 @@ from conftest import tiny_config
 from safetensors.torch import load_file, save_file
 
 from slimbert import CheckpointError, build_model, load_model, load_tokenizer, save_checkpoint
-from slimbert.checkpoint import read_state_dict, resolve
+from slimbert.checkpoint import model_state_dict, read_state_dict, resolve
 from slimbert.io import atomic_write_text
 
 
@@ -59,7 +59,7 @@ def _hf_layout(tmp_path, sd, config, name="model.safetensors"):
 def _reference(head="none"):
     torch.manual_seed(0)
     model = _perturbed(build_model(tiny_config(head=head)))
-    sd = {k: v for k, v in model.state_dict().items() if k != "cls.predictions.decoder.weight"}
+    sd = model_state_dict(model)  # Hugging Face's names
     hf_config = {k: v for k, v in model.config.to_dict().items()
                  if k not in ("head", "norm_style", "task", "problem_type")}
     return model, sd, hf_config
@@ -101,8 +101,7 @@ def test_encoder_loads_into_a_fresh_classifier_with_a_warning(tmp_path, caplog):
         clf = load_model(d, head="classification", num_labels=3, check_vocab=False)
     assert "classifier.weight" in caplog.text and "initialised fresh" in caplog.text
     assert clf.classifier.out_features == 3
-    assert torch.equal(clf.bert.encoder.layer[0].attention.self.query.weight,
-                       model.encoder.layer[0].attention.self.query.weight)
+    assert torch.equal(clf.layers[0].attn.q_proj.weight, model.layers[0].attn.q_proj.weight)
 
 
 def test_missing_encoder_tensor_is_an_error_naming_it(tmp_path):

@@ -90,8 +90,8 @@ def test_student_from_teacher_layers_copies_those_layers():
     s = make_student(BertStudentSpec(2, init_layers=(1, 3)), t, HEAD)
     assert s.config.num_hidden_layers == 2
     for new, old in [(0, 1), (1, 3)]:
-        for (ka, a), (kb, b) in zip(s.bert.encoder.layer[new].state_dict().items(),
-                                    t.bert.encoder.layer[old].state_dict().items()):
+        for (ka, a), (kb, b) in zip(s.layers[new].state_dict().items(),
+                                    t.layers[old].state_dict().items()):
             assert ka == kb and torch.equal(a, b)
     assert torch.equal(s.bert.embeddings.word_embeddings.weight, t.bert.embeddings.word_embeddings.weight)
     assert torch.equal(s.classifier.weight, t.classifier.weight)

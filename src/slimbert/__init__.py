@@ -1,6 +1,7 @@
 """slimbert: make BERT-style Transformers small and fast without losing their accuracy."""
 
-from slimbert.checkpoint import export_hf, load_config, load_model, load_tokenizer, save_checkpoint
+from slimbert.checkpoint import load_config, load_model, load_tokenizer, save_checkpoint
+from slimbert.compress.export import export_hf
 from slimbert.config import BertConfig, BiLSTMConfig, CNNConfig
 from slimbert.errors import CheckpointError, DataError, SlimbertError
 from slimbert.models import build_model

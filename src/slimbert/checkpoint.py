@@ -8,8 +8,10 @@ A slimbert checkpoint is a directory holding
 Because names and config keys are Hugging Face's, every checkpoint slimbert writes from a
 post-norm BERT is also a checkpoint `transformers` loads, and vice versa.
 
-Every key and shape is checked when loading. The one rename table, for the names older
-checkpoints use, is `LEGACY_RENAMES`; `IGNORED_KEYS` lists what is dropped and why.
+Every key and shape is checked when loading. slimbert's modules have names of their own
+(`encoder.layers.0.attn.q_proj`); `HF_LAYER_NAMES` is the one table that maps them to and from
+Hugging Face's (`encoder.layer.0.attention.self.query`), applied on every read and write.
+`LEGACY_RENAMES` maps the names older checkpoints use; `IGNORED_KEYS` lists what is dropped and why.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from slimbert.config import BertConfig, ModelConfig
 from slimbert.errors import CheckpointError
 from slimbert.io import atomic_write
 from slimbert.models import build_model
+from slimbert.models.int8 import dequantized_state_dict, int8_state_dict, restore_int8
 from slimbert.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -48,8 +51,60 @@ IGNORED_KEYS = [
     re.compile(r"^cls\.predictions\.decoder\.weight$"),  # tied to the word embeddings
     re.compile(r"^cls\.predictions\.decoder\.bias$"),  # alias of cls.predictions.bias
 ]
+# Inside encoder layer i: Hugging Face's name <-> slimbert's (slimbert.modules.TransformerLayer).
+HF_LAYER_NAMES = [
+    ("attention.self.query", "attn.q_proj"),
+    ("attention.self.key", "attn.k_proj"),
+    ("attention.self.value", "attn.v_proj"),
+    ("attention.output.dense", "attn.out_proj"),
+    ("attention.output.LayerNorm", "attn_norm"),
+    ("intermediate.dense", "ffn.fc_in"),
+    ("output.dense", "ffn.fc_out"),
+    ("output.LayerNorm", "ffn_norm"),
+]
+# The pre-norm stack's last LayerNorm (slimbert only; no Hugging Face counterpart).
+HF_FINAL_NORM = ("encoder.final_layer_norm", "encoder.final_norm")
+_HF_LAYER = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")
+_OUR_LAYER = re.compile(r"(^|\.)encoder\.layers\.(\d+)\.")
 # Parts that may be missing: they are heads or the pooler, initialised fresh with a warning.
 OPTIONAL_PREFIXES = ("bert.pooler.", "pooler.", "classifier.", "cls.")
+
+
+# ---------------------------------------------------------------------------- names
+
+
+def _rename(name: str, layer: re.Pattern, layer_to: str, table: list[tuple[str, str]],
+            final: tuple[str, str]) -> str:
+    m = layer.search(name)
+    if m:
+        head, rest = name[:m.start()] + m.group(1), name[m.end():]
+        for src, dst in table:
+            if rest == src or rest.startswith(src + "."):
+                return f"{head}{layer_to}.{m.group(2)}.{dst}{rest[len(src):]}"
+        return name
+    i = name.find(final[0])
+    if i >= 0 and (i == 0 or name[i - 1] == "."):
+        return name[:i] + final[1] + name[i + len(final[0]):]
+    return name
+
+
+def from_hf_name(name: str) -> str:
+    """A Hugging Face BERT parameter or module name -> slimbert's (other names pass through)."""
+    return _rename(name, _HF_LAYER, "encoder.layers", HF_LAYER_NAMES, HF_FINAL_NORM)
+
+
+def to_hf_name(name: str) -> str:
+    """slimbert's parameter or module name -> Hugging Face BERT's."""
+    return _rename(name, _OUR_LAYER, "encoder.layer", [(b, a) for a, b in HF_LAYER_NAMES],
+                   (HF_FINAL_NORM[1], HF_FINAL_NORM[0]))
+
+
+def _quantized_names(config: ModelConfig, rename) -> ModelConfig:
+    """The config with its int8 module list renamed (config.json holds Hugging Face names)."""
+    q = getattr(config, "quantization", None)
+    if not q:
+        return config
+    return config.replace(quantization={**q, "modules": [rename(n) for n in q["modules"]]})
 
 
 # ------------------------------------------------------------------------- locating
@@ -148,7 +203,7 @@ def _normalise_keys(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, 
             key = "bert." + key
         elif not wants_prefix and key.startswith("bert."):
             key = key[len("bert."):]
-        out[key] = value
+        out[from_hf_name(key)] = value
     return out
 
 
@@ -163,7 +218,7 @@ def load_weights(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> 
     unexpected = sorted(set(sd) - set(expected))
     if unexpected:
         raise CheckpointError(f"{source}: tensors the model does not have: {_names(unexpected)}")
-    wrong = [f"'{k}' has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}"
+    wrong = [f"'{to_hf_name(k)}' has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}"
              for k, v in sd.items() if v.shape != expected[k].shape]
     if wrong:
         raise CheckpointError(f"{source}: tensors that do not fit the model config.json describes: "
@@ -179,7 +234,8 @@ def load_weights(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> 
 
 
 def _names(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
+    """Names as the checkpoint file spells them (Hugging Face's)."""
+    shown = ", ".join(to_hf_name(k) for k in keys[:limit])
     return shown + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
 
 
@@ -212,7 +268,7 @@ def load_model(spec: str | Path, head: str | None = None, num_labels: int | None
     for classification; the new head starts fresh. The model is returned in eval mode.
     """
     directory = resolve(spec)
-    config = ModelConfig.load(directory / CONFIG_NAME)
+    config = _quantized_names(ModelConfig.load(directory / CONFIG_NAME), from_hf_name)
     if head is not None:
         if not isinstance(config, BertConfig) and head != config.head:
             raise CheckpointError(f"{directory}: a {config.MODEL_TYPE} model has no '{head}' head")
@@ -238,9 +294,8 @@ def load_model(spec: str | Path, head: str | None = None, num_labels: int | None
 
 def _load_int8(config: ModelConfig, sd: dict[str, torch.Tensor], source: str) -> nn.Module:
     """An int8 checkpoint: the fp32 model with the dequantized weights, then the exact int8 tensors."""
-    from slimbert.compress.quantize import dequantized_state_dict, restore_int8
-
     names = config.quantization["modules"]
+    sd = {from_hf_name(k): v for k, v in sd.items()}
     model = build_model(config)
     load_weights(model, dequantized_state_dict(sd, names), source=source)
     return restore_int8(model, sd).eval()
@@ -263,7 +318,7 @@ def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     left out (as `transformers` does) and re-tied when the model is built."""
     sd = model.state_dict()
     sd.pop("cls.predictions.decoder.weight", None)
-    return {k: v.detach().contiguous() for k, v in sd.items()}
+    return {to_hf_name(k): v.detach().contiguous() for k, v in sd.items()}
 
 
 def save_checkpoint(model: nn.Module, tokenizer: Tokenizer | None, directory: str | Path) -> Path:
@@ -275,35 +330,11 @@ def save_checkpoint(model: nn.Module, tokenizer: Tokenizer | None, directory: st
         raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the model's "
                               f"vocab_size is {config.vocab_size}")
     if getattr(config, "quantization", None):
-        from slimbert.compress.quantize import int8_state_dict
-
-        sd = int8_state_dict(model)
+        sd = {to_hf_name(k): v for k, v in int8_state_dict(model).items()}
     else:
         sd = model_state_dict(model)
     atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt"}))
-    config.save(directory / CONFIG_NAME)
+    _quantized_names(config, to_hf_name).save(directory / CONFIG_NAME)
     if tokenizer is not None:
         tokenizer.save(directory)
     return directory
-
-
-def export_hf(model: nn.Module, tokenizer: Tokenizer | None, directory: str | Path) -> Path:
-    """Write a checkpoint stock `transformers` loads (BertModel/ForSequenceClassification/ForMaskedLM).
-
-    A pruned model is written in the uniform shapes `transformers` expects, the removed heads
-    and neurons as zeros (slimbert.compress.prune.dense_equivalent): the same outputs, but not
-    the smaller size; keep the slimbert checkpoint (or ONNX) for serving."""
-    from slimbert.compress.prune import dense_equivalent
-
-    config = model.config
-    if getattr(config, "quantization", None):
-        raise CheckpointError("an int8 model has no Hugging Face BERT form; export the fp32 model, "
-                              "or use --format onnx (which quantizes the ONNX graph instead)")
-    if isinstance(config, BertConfig) and config.is_pruned:
-        model = dense_equivalent(model)
-        config = model.config
-    if not config.is_hf_compatible:
-        why = ("uses norm_style='pre', which Hugging Face BERT cannot compute"
-               if isinstance(config, BertConfig) else f"is a {config.MODEL_TYPE}, not a BERT")
-        raise CheckpointError(f"this model {why}; keep it as a slimbert checkpoint")
-    return save_checkpoint(model, tokenizer, directory)

@@ -15,12 +15,13 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from slimbert.errors import CheckpointError
 
 # Which head a model carries. "none" is the bare encoder (HF BertModel).
-HEADS = ("none", "classification", "mlm")
+Head = Literal["none", "classification", "mlm"]
+HEADS = get_args(Head)
 # Hugging Face architecture name <-> slimbert head.
 ARCHITECTURE_TO_HEAD = {
     "BertModel": "none",
@@ -34,7 +35,14 @@ HEAD_TO_ARCHITECTURE = {
     "mlm": "BertForMaskedLM",
 }
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu")
+NormStyle = Literal["post", "pre"]
+PositionType = Literal["absolute", "sinusoidal", "rope"]
+POSITION_TYPES = get_args(PositionType)
 PROBLEM_TYPES = ("single_label_classification", "regression")
+# How a checkpoint can be served (slimbert.evaluation.backends builds each; `slimbert bench`
+# and `slimbert report --backend` choose among them).
+Backend = Literal["torch", "torch-int8", "torch-int8-all", "torch-bf16", "onnxruntime", "onnxruntime-int8", "hf"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 class ModelConfig:
@@ -48,10 +56,6 @@ class ModelConfig:
     head: str
     num_labels: int
     id2label: dict[int, str]
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {v: k for k, v in self.id2label.items()}
 
     def label_names(self) -> list[str]:
         """Names of the classifier outputs in index order (falls back to the index)."""
@@ -173,11 +177,13 @@ class BertConfig(ModelConfig):
     layer_norm_eps: float = 1e-12  # epsilon of every LayerNorm
     pad_token_id: int = 0  # id of [PAD]; padded positions are masked out of attention
     initializer_range: float = 0.02  # std of the normal init of fresh weights
-    position_embedding_type: str = "absolute"  # only learned absolute positions are HF-compatible
+    # "absolute" (learned, BERT), "sinusoidal" (Vaswani et al.) or "rope" (rotary, Su et al.);
+    # only learned absolute positions are what Hugging Face BERT computes.
+    position_embedding_type: PositionType = "absolute"
     classifier_dropout: float | None = None  # dropout before the classifier; None = hidden_dropout_prob
     # --- slimbert additions (ignored by `transformers`) ---
-    norm_style: str = "post"  # "post" = original BERT (LayerNorm after the residual), "pre" = pre-LN
-    head: str = "none"  # which head the model carries: "none", "classification" or "mlm"
+    norm_style: NormStyle = "post"  # "post" = original BERT (LayerNorm after the residual), "pre" = pre-LN
+    head: Head = "none"  # which head the model carries: "none", "classification" or "mlm"
     num_labels: int = 2  # classifier outputs; 1 means regression
     problem_type: str | None = None  # "single_label_classification" or "regression"
     id2label: dict[int, str] = field(default_factory=dict)  # class index -> label name
@@ -219,9 +225,11 @@ class BertConfig(ModelConfig):
             raise bad("norm_style", f"must be 'post' or 'pre', got '{self.norm_style}'")
         if self.head not in HEADS:
             raise bad("head", f"must be one of {HEADS}, got '{self.head}'")
-        if self.position_embedding_type != "absolute":
+        if self.position_embedding_type not in POSITION_TYPES:
             raise bad("position_embedding_type",
-                      f"only 'absolute' is supported, got '{self.position_embedding_type}'")
+                      f"must be one of {POSITION_TYPES}, got '{self.position_embedding_type}'")
+        if self.position_embedding_type == "rope" and self.head_dim % 2:
+            raise bad("position_embedding_type", f"rotary positions need an even head dim, got {self.head_dim}")
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise bad("problem_type", f"must be one of {PROBLEM_TYPES}, got '{self.problem_type}'")
         if self.num_labels < 1:

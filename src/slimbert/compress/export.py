@@ -1,4 +1,5 @@
-"""ONNX export, and ONNX Runtime sessions to serve (and check) the result.
+"""Export: a checkpoint stock `transformers` loads (`export_hf`), ONNX, and ONNX Runtime
+sessions to serve (and check) the result.
 
 The graph takes `input_ids`, `attention_mask` and `token_type_ids` (int64, shape (batch,
 sequence), both axes dynamic) and returns `logits`: (batch, classes) for a classifier,
@@ -19,15 +20,38 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimbert.checkpoint import save_checkpoint
+from slimbert.compress.prune import dense_equivalent
 from slimbert.config import BertConfig
 from slimbert.errors import CheckpointError
 from slimbert.io import atomic_write
+from slimbert.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_NAME = "model.onnx"
 ONNX_INT8_NAME = "model_int8.onnx"
+
+
+def export_hf(model: nn.Module, tokenizer: Tokenizer | None, directory: str | Path) -> Path:
+    """Write a checkpoint stock `transformers` loads (BertModel/ForSequenceClassification/ForMaskedLM).
+
+    A pruned model is written in the uniform shapes `transformers` expects, the removed heads
+    and neurons as zeros (slimbert.compress.prune.dense_equivalent): the same outputs, but not
+    the smaller size; keep the slimbert checkpoint (or ONNX) for serving."""
+    config = model.config
+    if getattr(config, "quantization", None):
+        raise CheckpointError("an int8 model has no Hugging Face BERT form; export the fp32 model, "
+                              "or use --format onnx (which quantizes the ONNX graph instead)")
+    if isinstance(config, BertConfig) and config.is_pruned:
+        model = dense_equivalent(model)
+        config = model.config
+    if not config.is_hf_compatible:
+        why = ("uses norm_style='pre', which Hugging Face BERT cannot compute"
+               if isinstance(config, BertConfig) else f"is a {config.MODEL_TYPE}, not a BERT")
+        raise CheckpointError(f"this model {why}; keep it as a slimbert checkpoint")
+    return save_checkpoint(model, tokenizer, directory)
 
 
 class _Outputs(nn.Module):

@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 
 from slimbert.compress.students import keep_layers
 from slimbert.config import BertConfig
+from slimbert.data.batching import Batch
 from slimbert.errors import SlimbertError
 from slimbert.models import build_model, set_config
-from slimbert.models.bert import encoder_of
-from slimbert.training.objectives import Batch, Objective
+from slimbert.training.objectives import Objective
 
 Units = dict[int, list[int]]  # layer -> unit indices (heads or neurons) in the layer as it is now
 
@@ -49,15 +49,15 @@ class Gates:
 def _layers(model: nn.Module) -> nn.ModuleList:
     if not isinstance(getattr(model, "config", None), BertConfig):
         raise PruneError("pruning needs a BERT model (bilstm and cnn students have no heads or layers to prune)")
-    return encoder_of(model).encoder.layer
+    return model.layers
 
 
 def ones_like_units(model: nn.Module) -> Gates:
     """Gates of 1 (nothing masked) shaped like `model`'s heads and neurons."""
     device = next(model.parameters()).device
     layers = _layers(model)
-    return Gates(heads=[torch.ones(layer.attention.self.num_heads, device=device) for layer in layers],
-                 ffn=[torch.ones(layer.intermediate.dense.out_features, device=device) for layer in layers])
+    return Gates(heads=[torch.ones(layer.attn.num_heads, device=device) for layer in layers],
+                 ffn=[torch.ones(layer.ffn.width, device=device) for layer in layers])
 
 
 def masks(model: nn.Module, heads: Units | None = None, neurons: Units | None = None) -> Gates:
@@ -80,15 +80,15 @@ def gated(model: nn.Module, gates: Gates | None = None) -> Iterator[Gates]:
     gates = gates or ones_like_units(model)
     handles = []
     for layer, head_gate, ffn_gate in zip(_layers(model), gates.heads, gates.ffn):
-        def scale_heads(module, args, output, g=head_gate):
-            context, probs = output  # context: (B, T, N*D)
+        def scale_heads(module, args, attn=layer.attn, g=head_gate):
+            context = args[0]  # the heads' outputs side by side, entering out_proj: (B, T, N*D)
             B, T, _ = context.shape
-            per_head = context.view(B, T, module.num_heads, module.head_dim) * g.to(context.dtype)[:, None]
-            return per_head.view(B, T, -1), probs
+            per_head = context.view(B, T, attn.num_heads, attn.head_dim) * g.to(context.dtype)[:, None]
+            return (per_head.view(B, T, -1),)
 
-        handles.append(layer.attention.self.register_forward_hook(scale_heads))
-        handles.append(layer.intermediate.register_forward_hook(
-            lambda module, args, output, g=ffn_gate: output * g.to(output.dtype)))  # (B, T, I) * (I,)
+        handles.append(layer.attn.out_proj.register_forward_pre_hook(scale_heads))
+        handles.append(layer.ffn.fc_out.register_forward_pre_hook(  # activations (B, T, I) * (I,)
+            lambda module, args, g=ffn_gate: (args[0] * g.to(args[0].dtype),)))
     try:
         yield gates
     finally:
@@ -192,19 +192,19 @@ def prune_heads(model: nn.Module, heads: Units) -> nn.Module:
     as Hugging Face does, so pruning twice composes.
     """
     layers = _layers(model)
-    _check_units(heads, [layer.attention.self.num_heads for layer in layers], "heads")
+    _check_units(heads, [layer.attn.num_heads for layer in layers], "heads")
     new = copy.deepcopy(model)
     cfg: BertConfig = new.config
     pruned = {layer: list(v) for layer, v in cfg.pruned_heads.items()}
     for layer_idx, drop in heads.items():
-        attn = encoder_of(new).encoder.layer[layer_idx].attention
-        n, d = attn.self.num_heads, attn.self.head_dim
+        attn = new.layers[layer_idx].attn
+        n, d = attn.num_heads, attn.head_dim
         keep = [h for h in range(n) if h not in set(drop)]
-        rows = torch.tensor([h * d + j for h in keep for j in range(d)], device=attn.self.query.weight.device)
-        for name in ("query", "key", "value"):
-            setattr(attn.self, name, _linear_subset(getattr(attn.self, name), rows, dim=0))
-        attn.output.dense = _linear_subset(attn.output.dense, rows, dim=1)
-        attn.self.num_heads = len(keep)
+        rows = _head_rows(keep, d, attn.q_proj.weight.device)
+        for name in ("q_proj", "k_proj", "v_proj"):
+            setattr(attn, name, _linear_subset(getattr(attn, name), rows, dim=0))
+        attn.out_proj = _linear_subset(attn.out_proj, rows, dim=1)
+        attn.num_heads = len(keep)
         original = [h for h in range(cfg.num_attention_heads) if h not in pruned.get(layer_idx, [])]
         pruned[layer_idx] = sorted(pruned.get(layer_idx, []) + [original[h] for h in drop])
     set_config(new, cfg.replace(pruned_heads=pruned))
@@ -215,30 +215,47 @@ def prune_ffn(model: nn.Module, neurons: Units) -> nn.Module:
     """A copy of `model` without the feed-forward `neurons` ({layer: [neuron indices]});
     `config.intermediate_sizes` records each layer's new width."""
     layers = _layers(model)
-    sizes = [layer.intermediate.dense.out_features for layer in layers]
+    sizes = [layer.ffn.width for layer in layers]
     _check_units(neurons, sizes, "feed-forward neurons")
     new = copy.deepcopy(model)
     for layer_idx, drop in neurons.items():
-        layer = encoder_of(new).encoder.layer[layer_idx]
+        ffn = new.layers[layer_idx].ffn
         keep = torch.tensor([i for i in range(sizes[layer_idx]) if i not in set(drop)],
-                            device=layer.intermediate.dense.weight.device)
-        layer.intermediate.dense = _linear_subset(layer.intermediate.dense, keep, dim=0)
-        layer.output.dense = _linear_subset(layer.output.dense, keep, dim=1)
+                            device=ffn.fc_in.weight.device)
+        ffn.fc_in = _linear_subset(ffn.fc_in, keep, dim=0)
+        ffn.fc_out = _linear_subset(ffn.fc_out, keep, dim=1)
         sizes[layer_idx] = len(keep)
     set_config(new, new.config.replace(intermediate_sizes=sizes))
     return new
 
 
 def set_layerdrop(model: nn.Module, p: float) -> None:
-    """Train `model` (in place) with LayerDrop probability `p`, recorded in its config."""
+    """Train `model` (in place) with LayerDrop probability `p` (see `BertModel.set_layerdrop`)."""
     _layers(model)
-    set_config(model, model.config.replace(layerdrop=p))
+    model.set_layerdrop(p)
 
 
 def drop_layers(model: nn.Module, keep: list[int]) -> nn.Module:
     """A copy of `model` with only the layers `keep` (in that order); best after LayerDrop training."""
     _layers(model)
     return keep_layers(model, keep)
+
+
+def _head_rows(heads: list[int], head_dim: int, device: torch.device) -> torch.Tensor:
+    """Rows of a q/k/v projection (columns of out_proj) that belong to `heads`."""
+    return torch.tensor([h * head_dim + j for h in heads for j in range(head_dim)], device=device)
+
+
+def _place(dst: nn.Linear, src: nn.Linear, index: torch.Tensor, dim: int) -> None:
+    """dst = zeros, with src's output rows (dim=0) or input columns (dim=1) at `index`."""
+    dst.weight.zero_()
+    dst.weight.index_copy_(dim, index, src.weight.detach())
+    if dst.bias is not None:
+        if dim == 0:
+            dst.bias.zero_()
+            dst.bias.index_copy_(0, index, src.bias.detach())
+        else:
+            dst.bias.copy_(src.bias.detach())
 
 
 def dense_equivalent(model: nn.Module) -> nn.Module:
@@ -250,25 +267,21 @@ def dense_equivalent(model: nn.Module) -> nn.Module:
         return model
     dense_cfg = cfg.replace(pruned_heads={}, intermediate_sizes=None,
                             intermediate_size=max(cfg.intermediate_size, *(cfg.intermediate_sizes or [0])))
-    dense = build_model(dense_cfg).to(next(model.parameters()).device)
-    state = dense.state_dict()
-    source = model.state_dict()
-    d = cfg.head_dim
-    for key, value in source.items():
-        if key not in state or state[key].shape == value.shape:
-            if key in state:
-                state[key] = value
-            continue
-        target = torch.zeros_like(state[key])
-        layer_idx = int(key.split("encoder.layer.")[1].split(".")[0])
-        if ".attention." in key:  # heads keep their original positions
-            kept = [h for h in range(cfg.num_attention_heads) if h not in cfg.pruned_heads.get(layer_idx, [])]
-            idx = torch.tensor([h * d + j for h in kept for j in range(d)], device=value.device)
-            dim = 1 if key.endswith("output.dense.weight") else 0
-        else:  # neurons carry no identity: they take the first positions
-            idx = torch.arange(value.shape[0 if "intermediate" in key else 1], device=value.device)
-            dim = 0 if "intermediate" in key else 1
-        target.index_copy_(dim, idx, value)
-        state[key] = target
-    dense.load_state_dict(state)
+    device = next(model.parameters()).device
+    dense = build_model(dense_cfg).to(device)
+    dense_state = dense.state_dict()
+    with torch.no_grad():
+        # Everything of the same shape (embeddings, norms, pooler, heads, unpruned layers) as it is ...
+        dense.load_state_dict({k: v for k, v in model.state_dict().items()
+                               if k in dense_state and dense_state[k].shape == v.shape}, strict=False)
+        # ... then each layer's projections, heads at their original positions, neurons first.
+        for i, (src, dst) in enumerate(zip(model.layers, dense.layers)):
+            kept = [h for h in range(cfg.num_attention_heads) if h not in cfg.pruned_heads.get(i, [])]
+            rows = _head_rows(kept, cfg.head_dim, device)
+            for name in ("q_proj", "k_proj", "v_proj"):
+                _place(getattr(dst.attn, name), getattr(src.attn, name), rows, dim=0)
+            _place(dst.attn.out_proj, src.attn.out_proj, rows, dim=1)
+            neurons = torch.arange(src.ffn.width, device=device)  # neurons carry no identity
+            _place(dst.ffn.fc_in, src.ffn.fc_in, neurons, dim=0)
+            _place(dst.ffn.fc_out, src.ffn.fc_out, neurons, dim=1)
     return dense.train(model.training)

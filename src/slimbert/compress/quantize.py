@@ -37,9 +37,6 @@ matmuls run at about 2-3x their fp32 speed. `transformers` loads such a checkpoi
 from __future__ import annotations
 
 import copy
-import re
-import warnings
-from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -47,43 +44,22 @@ from torch import nn
 from slimbert.data.batching import EncodedDataset
 from slimbert.errors import CheckpointError
 from slimbert.models import set_config
-
-INT8 = "dynamic_int8"
-
-
-@contextmanager
-def _quiet():
-    """torch.ao.quantization warns that it is deprecated on every call; say it once, in the docs."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*quantize_per_channel.*")
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation.*")
-        yield
-
+from slimbert.models.int8 import INT8, dynamic_int8, is_int8, quiet_quantization, set_input_scale
 
 SCOPES = ("attention", "all")
-_FEED_FORWARD = re.compile(r"\.(intermediate\.dense|output\.dense)$")
 
 
 def quantizable_linears(model: nn.Module, scope: str = "attention") -> list[str]:
     """Names of the Linear modules int8 applies to in `scope` (never the MLM decoder, which is
-    tied to the embeddings)."""
+    tied to the embeddings). "attention" leaves out the feed-forward layers of every block."""
     if scope not in SCOPES:
         raise CheckpointError(f"int8 scope must be one of {SCOPES}, got '{scope}'")
-    names = [name for name, module in model.named_modules()
-             if isinstance(module, nn.Linear) and not name.endswith("predictions.decoder")]
-    if scope == "attention":  # a feed-forward Linear is intermediate.dense or the layer's own output.dense
-        names = [n for n in names if not (_FEED_FORWARD.search(n) and ".attention." not in n
-                                          and ".layer." in n)]
-    return names
-
-
-def _dynamic_quantize(model: nn.Module, names: list[str]) -> nn.Module:
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    with _quiet():
-        return quantize_dynamic(model, {name: per_channel_dynamic_qconfig for name in names},
-                                dtype=torch.qint8, inplace=True)
+    decoder = model.cls.predictions.decoder if model.config.head == "mlm" else None
+    feed_forward = set()
+    if scope == "attention" and hasattr(model, "layers"):
+        feed_forward = {id(m) for layer in model.layers for m in (layer.ffn.fc_in, layer.ffn.fc_out)}
+    return [name for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) and module is not decoder and id(module) not in feed_forward]
 
 
 def input_ranges(model: nn.Module, names: list[str], calibration: EncodedDataset, pad_id: int,
@@ -107,16 +83,6 @@ def input_ranges(model: nn.Module, names: list[str], calibration: EncodedDataset
         for handle in handles:
             handle.remove()
     return ranges
-
-
-def _scale_input(module: nn.Module, args: tuple) -> tuple:
-    return (args[0] * module.input_scale, *args[1:])
-
-
-def _set_input_scale(module: nn.Module, input_scale: torch.Tensor) -> None:
-    """Make `module` multiply its input by `input_scale` (per channel) before its own forward."""
-    module.register_buffer("input_scale", input_scale.float().contiguous())
-    module.register_forward_pre_hook(_scale_input)
 
 
 def quantize_int8(model: nn.Module, scope: str = "attention", calibration: EncodedDataset | None = None,
@@ -148,90 +114,12 @@ def quantize_int8(model: nn.Module, scope: str = "attention", calibration: Encod
                 weight.mul_(s)  # column j times s_j ...
             input_scales[name] = 1 / s  # ... input channel j divided by it
         settings["smoothquant"] = {"alpha": alpha, "calibration_examples": len(calibration)}
-    q = _dynamic_quantize(q, names)
+    q = dynamic_int8(q, names)
     modules = dict(q.named_modules())
     for name, input_scale in input_scales.items():
-        _set_input_scale(modules[name], input_scale)
+        set_input_scale(modules[name], input_scale)
     set_config(q, model.config.replace(quantization=settings))
     return q
-
-
-def is_int8(model: nn.Module) -> bool:
-    return bool((getattr(model.config, "quantization", None) or {}).get("method") == INT8)
-
-
-def int8_weight_count(model: nn.Module) -> int:
-    """Weights and biases held by the int8 Linear modules (not among `model.parameters()`)."""
-    if not is_int8(model):
-        return 0
-    modules = dict(model.named_modules())
-    total = 0
-    with _quiet():
-        for name in model.config.quantization["modules"]:
-            bias = modules[name].bias()
-            total += modules[name].weight().numel() + (0 if bias is None else bias.numel())
-    return total
-
-
-def int8_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Plain tensors for a quantized model: int8 weights + scales + zero points, the rest as is."""
-    names = set(model.config.quantization["modules"])
-    modules = dict(model.named_modules())
-    out: dict[str, torch.Tensor] = {}
-    for name in names:
-        with _quiet():
-            w = modules[name].weight()  # a per-channel quantized tensor
-            bias = modules[name].bias()
-        out[f"{name}.weight"] = w.int_repr().contiguous()  # (out, in) int8
-        out[f"{name}.weight_scale"] = w.q_per_channel_scales().to(torch.float64).contiguous()
-        out[f"{name}.weight_zero_point"] = w.q_per_channel_zero_points().to(torch.int64).contiguous()
-        if bias is not None:
-            out[f"{name}.bias"] = bias.detach().contiguous()
-        if hasattr(modules[name], "input_scale"):
-            out[f"{name}.input_scale"] = modules[name].input_scale.contiguous()
-    for key, value in model.state_dict().items():
-        owner = key.rsplit(".", 1)[0]
-        if owner in names or owner.endswith("._packed_params") or not isinstance(value, torch.Tensor):
-            continue  # the quantized modules' own entries (packed weights, unused output scale)
-        out[key] = value.detach().contiguous()
-    out.pop("cls.predictions.decoder.weight", None)
-    return out
-
-
-def dequantized_state_dict(sd: dict[str, torch.Tensor], names: list[str]) -> dict[str, torch.Tensor]:
-    """The fp32 weights an int8 state dict stands for (int8 x scale), under the plain names."""
-    out = {k: v for k, v in sd.items() if not k.endswith(("weight_scale", "weight_zero_point", "input_scale"))}
-    for name in names:
-        try:
-            q, scale, zero = sd[f"{name}.weight"], sd[f"{name}.weight_scale"], sd[f"{name}.weight_zero_point"]
-        except KeyError as e:
-            raise CheckpointError(f"int8 checkpoint: missing tensor {e}") from None
-        if q.dtype != torch.int8 or scale.shape[0] != q.shape[0]:
-            raise CheckpointError(f"int8 checkpoint: '{name}.weight' is {q.dtype} {tuple(q.shape)} with "
-                                  f"{scale.shape[0]} scales; expected int8 with one scale per row")
-        out[f"{name}.weight"] = ((q.to(torch.float64) - zero[:, None]) * scale[:, None]).float()
-    return out
-
-
-def restore_int8(model: nn.Module, sd: dict[str, torch.Tensor]) -> nn.Module:
-    """Quantize fp32 `model` (already holding the dequantized weights) and set each int8 weight
-    to exactly the stored integers and scales."""
-    names = model.config.quantization["modules"]
-    model = _dynamic_quantize(model.cpu().eval(), names)
-    modules = dict(model.named_modules())
-    with _quiet():
-        for name in names:
-            q, scale, zero = sd[f"{name}.weight"], sd[f"{name}.weight_scale"], sd[f"{name}.weight_zero_point"]
-            real = (q.to(torch.float64) - zero[:, None]) * scale[:, None]
-            weight = torch.quantize_per_channel(real.float(), scale, zero, 0, torch.qint8)
-            modules[name].set_weight_bias(weight, modules[name].bias())
-            if f"{name}.input_scale" in sd:  # SmoothQuant
-                input_scale = sd[f"{name}.input_scale"]
-                if input_scale.shape != (q.shape[1],):
-                    raise CheckpointError(f"int8 checkpoint: '{name}.input_scale' has shape "
-                                          f"{tuple(input_scale.shape)}; expected ({q.shape[1]},)")
-                _set_input_scale(modules[name], input_scale)
-    return model
 
 
 def to_bf16(model: nn.Module) -> nn.Module:

@@ -15,7 +15,6 @@ allowed ones.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -143,22 +142,15 @@ def keep_layers(model: nn.Module, layers: list[int], config: BertConfig | None =
         intermediate_sizes=(None if src_cfg.intermediate_sizes is None
                             else [src_cfg.intermediate_sizes[old] for old in layers]))
     new = build_model(config)
-    rename = {f"encoder.layer.{old}.": f"encoder.layer.{new_i}." for new_i, old in enumerate(layers)}
-    src = encoder_of(model).state_dict()
-    dst_encoder = encoder_of(new)
-    dst = dst_encoder.state_dict()
-    copied = {}
-    for key, value in src.items():
-        m = re.match(r"encoder\.layer\.(\d+)\.", key)
-        if m:
-            prefix = m.group(0)
-            if prefix not in rename:
-                continue
-            key = rename[prefix] + key[len(prefix):]
-        if key in dst:
-            copied[key] = value
+    src, dst = encoder_of(model), encoder_of(new)
     with torch.no_grad():
-        dst_encoder.load_state_dict(copied, strict=False)
+        dst.embeddings.load_state_dict(src.embeddings.state_dict())
+        for new_i, old in enumerate(layers):
+            dst.encoder.layers[new_i].load_state_dict(src.encoder.layers[old].state_dict())
+        if dst.encoder.final_norm is not None and src.encoder.final_norm is not None:
+            dst.encoder.final_norm.load_state_dict(src.encoder.final_norm.state_dict())
+        if dst.pooler is not None and src.pooler is not None:
+            dst.pooler.load_state_dict(src.pooler.state_dict())
         # The head of the same kind comes along (e.g. a fine-tuned classifier).
         if config.head == src_cfg.head == "classification" and config.num_labels == src_cfg.num_labels:
             new.classifier.load_state_dict(model.classifier.state_dict())

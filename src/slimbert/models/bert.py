@@ -11,227 +11,79 @@ C = classes.
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from slimbert.config import BertConfig
 from slimbert.models.outputs import ModelOutput
-
-# ----------------------------------------------------------------------------- helpers
-
-ACT_FNS = {
-    "gelu": nn.GELU(),  # exact erf GELU, as in the original BERT
-    "gelu_new": nn.GELU(approximate="tanh"),
-    "gelu_pytorch_tanh": nn.GELU(approximate="tanh"),
-    "relu": nn.ReLU(),
-    "silu": nn.SiLU(),
-}
-
-
-def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """(B, T) 1/0 mask -> (B, 1, 1, T) boolean mask for attention (True = may attend).
-
-    Returns None when nothing is padded, which lets SDPA take its fastest kernel. Under
-    torch.compile/torch.export the mask is always kept: the check would depend on the data.
-    """
-    if attention_mask is None or (not torch.compiler.is_compiling() and bool(attention_mask.all())):
-        return None
-    return attention_mask.bool()[:, None, None, :]
-
+from slimbert.modules import (FeedForward, LearnedPositions, MultiHeadAttention, RotaryEmbedding,
+                              SinusoidalPositions, TransformerLayer, TransformerStack, activation,
+                              padding_mask)
 
 # -------------------------------------------------------------------------- embeddings
 
 
 class BertEmbeddings(nn.Module):
-    """word + segment (token type) + learned absolute position embeddings, then LayerNorm."""
+    """word + segment (token type) [+ absolute position] embeddings, then LayerNorm.
+
+    Learned positions are BERT's; sinusoidal ones have no weights; with rotary positions the
+    embeddings carry none, since every attention layer rotates q and k instead."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
                                             padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        kind = config.position_embedding_type
+        self.position_embeddings = (
+            LearnedPositions(config.max_position_embeddings, config.hidden_size) if kind == "absolute"
+            else SinusoidalPositions(config.hidden_size) if kind == "sinusoidal" else None)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         # Named LayerNorm (not layer_norm) to keep the TF/HF checkpoint names.
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.max_length = config.max_position_embeddings
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None) -> torch.Tensor:
         B, T = input_ids.shape
-        if T > self.position_embeddings.num_embeddings:
-            raise ValueError(f"sequence length {T} exceeds max_position_embeddings="
-                             f"{self.position_embeddings.num_embeddings}")
-        if position_ids is None:
-            position_ids = torch.arange(T, device=input_ids.device)[None, :]  # (1, T)
+        if T > self.max_length:
+            raise ValueError(f"sequence length {T} exceeds max_position_embeddings={self.max_length}")
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x = (self.word_embeddings(input_ids)
-             + self.token_type_embeddings(token_type_ids)
-             + self.position_embeddings(position_ids))  # (B, T, H)
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)  # (B, T, H)
+        if self.position_embeddings is not None:
+            if position_ids is None:
+                position_ids = torch.arange(T, device=input_ids.device)[None, :]  # (1, T)
+            x = x + self.position_embeddings(position_ids).to(x.dtype)
         return self.dropout(self.LayerNorm(x))
 
 
-# --------------------------------------------------------------------------- attention
+# ------------------------------------------------------------------------------ blocks
 
 
-class BertSelfAttention(nn.Module):
-    """Multi-head scaled dot-product self-attention.
-
-    Runs through `F.scaled_dot_product_attention` (fused kernels on CPU and CUDA). SDPA does not
-    return the attention map, so when it is asked for (distillation, analysis) the same
-    maths runs explicitly.
-    """
-
-    def __init__(self, config: BertConfig, num_heads: int):
-        super().__init__()
-        self.num_heads = num_heads  # may be fewer than config.num_attention_heads after pruning
-        self.head_dim = config.head_dim
-        inner = num_heads * self.head_dim
-        self.query = nn.Linear(config.hidden_size, inner)
-        self.key = nn.Linear(config.hidden_size, inner)
-        self.value = nn.Linear(config.hidden_size, inner)
-        self.dropout_p = config.attention_probs_dropout_prob
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
-                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        B, T, _ = x.shape
-
-        def split_heads(t: torch.Tensor) -> torch.Tensor:
-            return t.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, N, T, D)
-
-        q, k, v = split_heads(self.query(x)), split_heads(self.key(x)), split_heads(self.value(x))
-        dropout_p = self.dropout_p if self.training else 0.0
-        if not output_attentions:
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-            probs = None
-        else:
-            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, N, T, T)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            probs = scores.softmax(dim=-1)
-            context = F.dropout(probs, dropout_p, self.training) @ v  # (B, N, T, D)
-        context = context.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim)  # (B, T, N*D)
-        return context, probs
+def bert_layer(config: BertConfig, num_heads: int, ffn_size: int, rope: RotaryEmbedding | None) -> TransformerLayer:
+    """One BERT block from the shared modules: `num_heads` heads and `ffn_size` neurons (fewer
+    than the config's after pruning). Parts are created in Hugging Face's order (q, k, v, out,
+    LN, in, out, LN), so the same seed gives the same fresh weights."""
+    H, D, eps = config.hidden_size, config.head_dim, config.layer_norm_eps
+    inner = num_heads * D
+    attn = MultiHeadAttention(nn.Linear(H, inner), nn.Linear(H, inner), nn.Linear(H, inner), nn.Linear(inner, H),
+                              num_heads=num_heads, head_dim=D, dropout=config.attention_probs_dropout_prob,
+                              rope=rope)
+    attn_norm = nn.LayerNorm(H, eps=eps)
+    ffn = FeedForward(nn.Linear(H, ffn_size), nn.Linear(ffn_size, H), activation(config.hidden_act))
+    ffn_norm = nn.LayerNorm(H, eps=eps)
+    return TransformerLayer(attn, attn_norm, ffn, ffn_norm, dropout=config.hidden_dropout_prob,
+                            pre_norm=config.norm_style == "pre")
 
 
-class BertSelfOutput(nn.Module):
-    """Projects the heads back to H; owns the attention sub-layer's LayerNorm."""
-
-    def __init__(self, config: BertConfig, num_heads: int):
-        super().__init__()
-        self.dense = nn.Linear(num_heads * config.head_dim, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-
-class BertAttention(nn.Module):
-    """Groups self-attention and its output projection, under HF's names."""
-
-    def __init__(self, config: BertConfig, num_heads: int):
-        super().__init__()
-        self.self = BertSelfAttention(config, num_heads)
-        self.output = BertSelfOutput(config, num_heads)
-
-
-# ------------------------------------------------------------------------ feed-forward
-
-
-class BertIntermediate(nn.Module):
-    """H -> I with the activation (I is this layer's width, smaller after neuron pruning)."""
-
-    def __init__(self, config: BertConfig, ffn_size: int):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, ffn_size)
-        self.intermediate_act_fn = ACT_FNS[config.hidden_act]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.intermediate_act_fn(self.dense(x))  # (B, T, I)
-
-
-class BertOutput(nn.Module):
-    """I -> H; owns the feed-forward sub-layer's LayerNorm."""
-
-    def __init__(self, config: BertConfig, ffn_size: int):
-        super().__init__()
-        self.dense = nn.Linear(ffn_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-
-# ------------------------------------------------------------------------------- layer
-
-
-class BertLayer(nn.Module):
-    """One transformer block: attention sub-layer, then feed-forward sub-layer.
-
-    post-norm (BERT):  x = LN(x + Drop(Attn(x)));      x = LN(x + Drop(FFN(x)))
-    pre-norm:          x = x + Drop(Attn(LN(x)));      x = x + Drop(FFN(LN(x)))
-    Pre-norm trains more stably without warm-up (Xiong et al. 2020) but is not what
-    Hugging Face BERT computes, so such models export to slimbert checkpoints only.
-    """
-
-    def __init__(self, config: BertConfig, num_heads: int, ffn_size: int):
-        super().__init__()
-        self.pre_norm = config.norm_style == "pre"
-        self.attention = BertAttention(config, num_heads)
-        self.intermediate = BertIntermediate(config, ffn_size)
-        self.output = BertOutput(config, ffn_size)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
-                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_out, ffn_out = self.attention.output, self.output
-        if self.pre_norm:
-            context, probs = self.attention.self(attn_out.LayerNorm(x), mask, output_attentions)
-            x = x + attn_out.dropout(attn_out.dense(context))
-            x = x + ffn_out.dropout(ffn_out.dense(self.intermediate(ffn_out.LayerNorm(x))))
-        else:
-            context, probs = self.attention.self(x, mask, output_attentions)
-            x = attn_out.LayerNorm(x + attn_out.dropout(attn_out.dense(context)))
-            x = ffn_out.LayerNorm(x + ffn_out.dropout(ffn_out.dense(self.intermediate(x))))
-        return x, probs
-
-
-# ----------------------------------------------------------------------------- encoder
-
-
-class BertEncoder(nn.Module):
-    """The stack of blocks. With LayerDrop (Fan et al. 2019, https://arxiv.org/abs/1909.11556)
-    each block is skipped with probability `config.layerdrop` at every training step, so that
-    the model learns to work without any of them and layers can be removed for inference
-    (slimbert.compress.prune.drop_layers) at a small cost in accuracy."""
-
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.config = config  # read at every step: set_config (e.g. prune.set_layerdrop) changes it
-        self.layer = nn.ModuleList(
-            BertLayer(config, config.heads_in_layer(i), config.ffn_size_in_layer(i))
-            for i in range(config.num_hidden_layers)
-        )
-        # Pre-norm stacks end un-normalised; one final LayerNorm fixes the output scale.
-        self.final_layer_norm = (nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-                                 if config.norm_style == "pre" else None)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_hidden_states: bool = False,
-                output_attentions: bool = False):
-        hidden_states, attentions = [x], []
-        p = self.config.layerdrop
-        skip = (torch.rand(len(self.layer)) < p).tolist() if self.training and p > 0 else [False] * len(self.layer)
-        for layer, skipped in zip(self.layer, skip):
-            if skipped:  # the block is the identity this step; its outputs repeat its input
-                hidden_states.append(x)
-                attentions.append(None)
-                continue
-            x, probs = layer(x, mask, output_attentions)
-            hidden_states.append(x)
-            attentions.append(probs)
-        if self.final_layer_norm is not None:
-            x = self.final_layer_norm(x)
-        return (x,
-                tuple(hidden_states) if output_hidden_states else None,
-                tuple(attentions) if output_attentions else None)
+def bert_stack(config: BertConfig) -> TransformerStack:
+    """The encoder: one block per layer, with that layer's head and neuron counts."""
+    rope = RotaryEmbedding(config.head_dim) if config.position_embedding_type == "rope" else None
+    layers = [bert_layer(config, config.heads_in_layer(i), config.ffn_size_in_layer(i), rope)
+              for i in range(config.num_hidden_layers)]
+    final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.norm_style == "pre" else None
+    return TransformerStack(layers, final_norm, layerdrop=config.layerdrop)
 
 
 class BertPooler(nn.Module):
@@ -250,9 +102,23 @@ class BertPooler(nn.Module):
 
 
 class BertPreTrainedBase(nn.Module):
-    """Shared plumbing: weight init as in BERT, parameter counting."""
+    """Shared plumbing: weight init as in BERT, the layers, LayerDrop."""
 
     config: BertConfig
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The Transformer blocks, in order: what pruning, quantization and export reach into."""
+        return encoder_of(self).encoder.layers
+
+    def set_layerdrop(self, p: float) -> None:
+        """Train with LayerDrop probability `p` from now on; the config records it."""
+        config = self.config.replace(layerdrop=p)  # validated there
+        for module in self.modules():
+            if getattr(module, "config", None) is self.config and module is not self:
+                module.config = config
+        self.config = config
+        encoder_of(self).encoder.layerdrop = p
 
     def init_weights(self, root: nn.Module | None = None) -> None:
         """BERT's init for every sub-module of `root` (default: the whole model)."""
@@ -270,9 +136,6 @@ class BertPreTrainedBase(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
 
 class BertModel(BertPreTrainedBase):
     """The bare encoder (HF `BertModel`): embeddings -> L blocks -> optional pooler."""
@@ -281,7 +144,7 @@ class BertModel(BertPreTrainedBase):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
-        self.encoder = BertEncoder(config)
+        self.encoder = bert_stack(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
         self.init_weights()
 
@@ -289,13 +152,16 @@ class BertModel(BertPreTrainedBase):
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> ModelOutput:
         x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, H)
-        x, hidden_states, attentions = self.encoder(x, padding_mask(attention_mask),
-                                                    output_hidden_states, output_attentions)
+        # Rotary positions act inside attention; absolute ones were added to x above.
+        rope_positions = position_ids if self.config.position_embedding_type == "rope" else None
+        out = self.encoder(x, padding_mask(attention_mask), positions=rope_positions,
+                           output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        x = out.last_hidden_state
         return ModelOutput(
             last_hidden_state=x,
             pooler_output=self.pooler(x) if self.pooler is not None else None,
-            hidden_states=hidden_states,
-            attentions=attentions,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
             attention_mask=attention_mask,
         )
 
@@ -325,7 +191,7 @@ class BertPredictionHeadTransform(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.transform_act_fn = ACT_FNS[config.hidden_act]
+        self.transform_act_fn = activation(config.hidden_act)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,248 @@
+"""The shared Transformer modules, each on its own: positions, masks, attention, the KV cache,
+the block and the stack. Invariances where no reference exists (cached = uncached decoding,
+relative positions under RoPE), hand computations where the maths is short."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import tiny_config
+from torch import nn
+
+from slimbert import build_model, load_model, save_checkpoint
+from slimbert.modules import (FeedForward, KVCache, MultiHeadAttention, RotaryEmbedding, SinusoidalPositions,
+                              StackCache, TransformerLayer, TransformerStack, activation, causal_mask,
+                              combine_masks, padding_mask)
+
+H, N = 32, 4
+D = H // N
+
+
+def attention(causal: bool = False, rope: RotaryEmbedding | None = None, heads: int = N) -> MultiHeadAttention:
+    inner = heads * D
+    return MultiHeadAttention(nn.Linear(H, inner), nn.Linear(H, inner), nn.Linear(H, inner), nn.Linear(inner, H),
+                              num_heads=heads, head_dim=D, causal=causal, rope=rope)
+
+
+def decoder_stack(layers: int = 2, pre_norm: bool = False, rope: bool = True) -> TransformerStack:
+    """A decoder: causal rotary self-attention, cross-attention to a memory, feed-forward."""
+    rotary = RotaryEmbedding(D) if rope else None
+    blocks = [TransformerLayer(attention(causal=True, rope=rotary), nn.LayerNorm(H),
+                               FeedForward(nn.Linear(H, 64), nn.Linear(64, H), activation("gelu")), nn.LayerNorm(H),
+                               pre_norm=pre_norm, cross_attn=attention(), cross_norm=nn.LayerNorm(H))
+              for _ in range(layers)]
+    return TransformerStack(blocks, nn.LayerNorm(H) if pre_norm else None).eval()
+
+
+# ----------------------------------------------------------------------------- positions
+
+
+def test_sinusoidal_positions_are_vaswani_et_al():
+    pe = SinusoidalPositions(H)(torch.arange(50)[None])[0]  # (50, H)
+    p, i = 37, 5
+    assert pe[p, 2 * i].item() == pytest.approx(math.sin(p / 10000 ** (2 * i / H)), abs=1e-5)
+    assert pe[p, 2 * i + 1].item() == pytest.approx(math.cos(p / 10000 ** (2 * i / H)), abs=1e-5)
+
+
+def test_rope_is_a_rotation_by_position_times_frequency():
+    """Each pair (x_j, x_{j+D/2}) as a complex number, multiplied by exp(i p theta_j)."""
+    rope = RotaryEmbedding(D)
+    x = torch.randn(1, 1, 6, D)
+    positions = torch.tensor([[0, 1, 2, 7, 30, 100]])
+    out = rope(x, positions)
+    theta = 10000 ** (-torch.arange(0, D, 2).float() / D)
+    z = torch.complex(x[..., :D // 2], x[..., D // 2:]) * torch.polar(
+        torch.ones(6, D // 2), positions[0, :, None].float() * theta)
+    torch.testing.assert_close(out, torch.cat([z.real, z.imag], -1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.norm(dim=-1), x.norm(dim=-1))  # a rotation keeps lengths
+
+
+@pytest.mark.parametrize("shift", [1, 5, 200])
+def test_rope_scores_depend_only_on_relative_position(shift):
+    torch.manual_seed(0)
+    rope = RotaryEmbedding(D)
+    q, k = torch.randn(2, N, 1, D), torch.randn(2, N, 1, D)
+
+    def score(p: int, r: int) -> torch.Tensor:
+        return (rope(q, torch.tensor([[p]])) * rope(k, torch.tensor([[r]]))).sum(-1)
+
+    for p, r in [(0, 0), (3, 1), (1, 9), (40, 12)]:
+        torch.testing.assert_close(score(p, r), score(p + shift, r + shift), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(score(3, 1), score(1, 3), atol=1e-3)  # but the order matters
+
+
+# --------------------------------------------------------------------------------- masks
+
+
+def test_masks_causal_padding_and_combined():
+    assert padding_mask(torch.ones(2, 3, dtype=torch.long)) is None  # nothing padded: SDPA's fast path
+    pad = padding_mask(torch.tensor([[1, 1, 0]]))
+    assert pad.shape == (1, 1, 1, 3) and pad.tolist() == [[[[True, True, False]]]]
+    full = causal_mask(3, 3)[0, 0]
+    assert full.tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+    step = causal_mask(1, 4)[0, 0]  # the 4th token, 3 in the cache: sees everything
+    assert step.tolist() == [[True, True, True, True]]
+    both = combine_masks(causal_mask(3, 3), pad)[0, 0]
+    assert both.tolist() == [[True, False, False], [True, True, False], [True, True, False]]
+    assert combine_masks(None, None) is None
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_path_equals_the_explicit_path_that_returns_maps(causal):
+    torch.manual_seed(0)
+    attn = attention(causal=causal, rope=RotaryEmbedding(D)).eval()
+    x = torch.randn(2, 5, H)
+    mask = padding_mask(torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]))
+    fast, none = attn(x, mask=mask)
+    slow, probs = attn(x, mask=mask, output_attentions=True)
+    assert none is None and probs.shape == (2, N, 5, 5)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    assert probs[1, :, :, 3:].abs().max() == 0  # padding gets no attention
+    if causal:
+        assert probs[0].triu(1).abs().max() == 0  # nor do later tokens
+
+
+def test_causal_attention_is_not_changed_by_later_tokens():
+    torch.manual_seed(0)
+    attn = attention(causal=True, rope=RotaryEmbedding(D)).eval()
+    x = torch.randn(1, 6, H)
+    y = x.clone()
+    y[:, 4:] = torch.randn(1, 2, H)
+    torch.testing.assert_close(attn(x)[0][:, :4], attn(y)[0][:, :4])
+
+
+def test_self_attention_decoded_step_by_step_with_a_cache_equals_the_full_sequence():
+    torch.manual_seed(0)
+    attn = attention(causal=True, rope=RotaryEmbedding(D)).eval()
+    x = torch.randn(2, 7, H)
+    full, _ = attn(x)
+    cache = KVCache()
+    steps = [attn(x[:, t:t + 1], cache=cache)[0] for t in range(7)]
+    assert cache.length == 7
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_cross_attention_with_a_cache_equals_without_and_computes_kv_once():
+    torch.manual_seed(0)
+    attn = attention().eval()
+    memory = torch.randn(2, 9, H)
+    memory_mask = padding_mask(torch.tensor([[1] * 9, [1] * 6 + [0] * 3]))
+    queries = torch.randn(2, 4, H)
+    cache = KVCache(static=True)
+    calls = []
+    handle = attn.k_proj.register_forward_hook(lambda *args: calls.append(1))
+    cached = [attn(queries[:, t:t + 1], kv=memory, mask=memory_mask, cache=cache)[0] for t in range(4)]
+    handle.remove()
+    uncached, _ = attn(queries, kv=memory, mask=memory_mask)
+    assert len(calls) == 1  # the memory's keys were projected at the first step only
+    torch.testing.assert_close(torch.cat(cached, 1), uncached, atol=1e-5, rtol=1e-5)
+
+
+def test_cache_reorder_follows_the_beams():
+    cache = KVCache()
+    k = torch.arange(3.0)[:, None, None, None].expand(3, N, 2, D)
+    cache.update(k, k + 10)
+    cache.reorder(torch.tensor([2, 2, 0]))
+    assert cache.k[:, 0, 0, 0].tolist() == [2, 2, 0] and cache.v[:, 0, 0, 0].tolist() == [12, 12, 10]
+    cache.reset()
+    assert cache.length == 0 and not cache.is_set
+
+
+# ------------------------------------------------------------------------- block and stack
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_a_causal_stack_decoded_token_by_token_equals_the_full_forward(pre_norm):
+    torch.manual_seed(0)
+    stack = decoder_stack(pre_norm=pre_norm)
+    tgt, memory = torch.randn(3, 8, H), torch.randn(3, 5, H)
+    memory_mask = padding_mask(torch.tensor([[1] * 5, [1] * 3 + [0] * 2, [1] * 4 + [0]]))
+    full = stack(tgt, memory=memory, memory_mask=memory_mask).last_hidden_state
+    cache = StackCache.empty(len(stack.layers))
+    steps = []
+    for t in range(8):
+        # After the first step the memory is in the cross-attention caches: it need not be passed.
+        out = stack(tgt[:, t:t + 1], memory=memory if t == 0 else None, memory_mask=memory_mask, cache=cache)
+        steps.append(out.last_hidden_state)
+    assert cache.length == 8
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_reordered_stack_cache_decodes_as_if_the_beams_had_been_computed_in_that_order():
+    torch.manual_seed(0)
+    stack = decoder_stack()
+    tgt, memory = torch.randn(3, 4, H), torch.randn(3, 5, H)
+    order = torch.tensor([2, 0, 0])
+    cache = StackCache.empty(2)
+    for t in range(3):
+        stack(tgt[:, t:t + 1], memory=memory, cache=cache)
+    cache.reorder(order)
+    after = stack(tgt[order, 3:4], cache=cache).last_hidden_state
+    expected = stack(tgt[order], memory=memory[order]).last_hidden_state[:, 3:4]
+    torch.testing.assert_close(after, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_pre_and_post_norm_blocks_compute_their_formulas():
+    torch.manual_seed(0)
+    ffn = FeedForward(nn.Linear(H, 64), nn.Linear(64, H), activation("relu"))
+    attn, ln1, ln2 = attention().eval(), nn.LayerNorm(H), nn.LayerNorm(H)
+    x = torch.randn(2, 3, H)
+    post = TransformerLayer(attn, ln1, ffn, ln2, pre_norm=False).eval()(x)[0]
+    h = ln1(x + attn(x)[0])
+    torch.testing.assert_close(post, ln2(h + ffn(h)))
+    pre = TransformerLayer(attn, ln1, ffn, ln2, pre_norm=True).eval()(x)[0]
+    h = x + attn(ln1(x))[0]
+    torch.testing.assert_close(pre, h + ffn(ln2(h)))
+
+
+def test_layerdrop_skips_whole_layers_while_training_only():
+    torch.manual_seed(0)
+    stack = decoder_stack(layers=4)
+    stack.layerdrop = 0.5
+    tgt, memory = torch.randn(1, 3, H), torch.randn(1, 2, H)
+    stack.train()
+    for layer in stack.layers:
+        layer.dropout.p = 0.0
+    skipped = 0
+    for _ in range(25):
+        out = stack(tgt, memory=memory, output_hidden_states=True)
+        skipped += sum(torch.equal(a, b) for a, b in zip(out.hidden_states, out.hidden_states[1:]))
+    assert 25 <= skipped <= 75  # of 100 layer-steps, about half are skipped (p = 0.5)
+    stack.eval()
+    out = stack(tgt, memory=memory, output_hidden_states=True)
+    assert not any(torch.equal(a, b) for a, b in zip(out.hidden_states, out.hidden_states[1:]))
+
+
+# ----------------------------------------------------------------- BERT over the modules
+
+
+@pytest.mark.parametrize("positions", ["sinusoidal", "rope"])
+def test_bert_with_other_positions_trains_saves_and_reloads(tmp_path, tiny_tokenizer, positions):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(position_embedding_type=positions, head="classification"))
+    assert not model.config.is_hf_compatible
+    ids = torch.randint(5, model.config.vocab_size, (2, 9))
+    loss = model(ids).logits.logsumexp(-1).sum()
+    loss.backward()
+    assert model.layers[0].attn.q_proj.weight.grad.abs().sum() > 0
+    save_checkpoint(model, tiny_tokenizer, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
+    if positions == "rope":  # no position table: only relative positions, through attention, matter
+        assert model.bert.embeddings.position_embeddings is None
+        with torch.no_grad():
+            for layer in model.layers:  # sharpen the near-uniform attention of a fresh model
+                layer.attn.q_proj.weight.mul_(30)
+                layer.attn.k_proj.weight.mul_(30)
+            plain = model(ids).last_hidden_state
+            shifted = model(ids, position_ids=torch.arange(3, 12)[None]).last_hidden_state
+            reversed_ = model(ids, position_ids=torch.arange(8, -1, -1)[None]).last_hidden_state
+        torch.testing.assert_close(shifted, plain, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(reversed_, plain, atol=1e-3)
