@@ -12,9 +12,9 @@ from conftest import tiny_config
 from torch import nn
 
 from slimbert import build_model, load_model, save_checkpoint
-from slimbert.modules import (FeedForward, KVCache, MultiHeadAttention, RotaryEmbedding, SinusoidalPositions,
-                              StackCache, TransformerLayer, TransformerStack, activation, causal_mask,
-                              combine_masks, padding_mask)
+from slimbert.modules import (FeedForward, KVCache, MultiHeadAttention, PackedLSTM, RotaryEmbedding,
+                              SinusoidalPositions, StackCache, TransformerLayer, TransformerStack, activation,
+                              causal_mask, combine_masks, merge_directions, padding_mask)
 
 H, N = 32, 4
 D = H // N
@@ -216,6 +216,39 @@ def test_layerdrop_skips_whole_layers_while_training_only():
     stack.eval()
     out = stack(tgt, memory=memory, output_hidden_states=True)
     assert not any(torch.equal(a, b) for a, b in zip(out.hidden_states, out.hidden_states[1:]))
+
+
+# ------------------------------------------------------------------------------ recurrent
+
+
+def test_packed_lstm_reads_each_padded_sentence_as_if_it_were_alone():
+    torch.manual_seed(0)
+    lstm = PackedLSTM(8, 6, num_layers=2, bidirectional=True).eval()
+    lengths = [5, 2, 4]
+    x = torch.randn(3, 5, 8)
+    mask = (torch.arange(5)[None] < torch.tensor(lengths)[:, None]).long()
+    out, (h, c) = lstm(x, mask)
+    assert out.shape == (3, 5, 12) and h.shape == (4, 3, 6)
+    for i, n in enumerate(lengths):
+        alone, (h_i, _) = lstm(x[i:i + 1, :n])
+        torch.testing.assert_close(out[i:i + 1, :n], alone, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(h[:, i:i + 1], h_i, atol=1e-5, rtol=1e-5)
+        assert out[i, n:].abs().max() == 0 if n < 5 else True
+    merged, _ = merge_directions((h, c), num_layers=2)  # (L, B, 2H): [forward, backward]
+    torch.testing.assert_close(merged[1, :, :6], h[2])
+    torch.testing.assert_close(merged[1, :, 6:], h[3])
+
+
+def test_lstm_state_carried_step_by_step_equals_the_full_sequence():
+    torch.manual_seed(0)
+    lstm = PackedLSTM(8, 6, num_layers=2).eval()
+    x = torch.randn(2, 6, 8)
+    full, _ = lstm(x)
+    state, steps = None, []
+    for t in range(6):
+        out, state = lstm(x[:, t:t + 1], state=state)
+        steps.append(out)
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
 
 
 # ----------------------------------------------------------------- BERT over the modules

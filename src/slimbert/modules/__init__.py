@@ -7,9 +7,10 @@ from slimbert.modules.feedforward import FeedForward, activation
 from slimbert.modules.kv_cache import KVCache, LayerCache, StackCache
 from slimbert.modules.layer import StackOutput, TransformerLayer, TransformerStack
 from slimbert.modules.positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions
+from slimbert.modules.recurrent import PackedLSTM, merge_directions
 
 __all__ = [
-    "FeedForward", "KVCache", "LayerCache", "LearnedPositions", "MultiHeadAttention", "RotaryEmbedding",
+    "FeedForward", "KVCache", "LayerCache", "LearnedPositions", "MultiHeadAttention", "PackedLSTM", "RotaryEmbedding",
     "SinusoidalPositions", "StackCache", "StackOutput", "TransformerLayer", "TransformerStack", "activation",
-    "causal_mask", "combine_masks", "padding_mask",
+    "causal_mask", "combine_masks", "merge_directions", "padding_mask",
 ]
