@@ -11,3 +11,7 @@ class CheckpointError(SlimbertError):
 
 class DataError(SlimbertError):
     """A data file that cannot be read: names the file, and the line where there is one."""
+
+
+class ConfigError(SlimbertError, ValueError):
+    """An option with a value it cannot take: the message names the option and what it takes."""

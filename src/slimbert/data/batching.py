@@ -11,10 +11,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from slimbert.data.readers import Example
 from slimbert.tokenizer import Tokenizer
-from slimbert.training.losses import IGNORE_INDEX
+
+IGNORE_INDEX = -100  # label of examples/tokens without a gold target (augmented examples, unmasked tokens)
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the batch keys a model's forward takes
+
+Batch = dict[str, torch.Tensor]  # (B, T) input tensors, plus the targets of the examples
+
+
+def model_inputs(batch: Batch) -> dict[str, torch.Tensor]:
+    """The keys of a batch that a model's forward takes."""
+    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
 
 
 @dataclass
@@ -50,18 +60,13 @@ def encode_examples(examples: Sequence[Example], tokenizer: Tokenizer, max_lengt
     return EncodedDataset(enc.input_ids, enc.token_type_ids, labels)
 
 
-def collate(data: EncodedDataset, indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(data: EncodedDataset, indices: Sequence[int], pad_id: int) -> Batch:
     """Pad the examples at `indices` to their longest sequence. Returns (B, T) tensors (+ labels)."""
-    T = max(len(data.input_ids[i]) for i in indices)
-    B = len(indices)
-    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    token_type_ids = torch.zeros((B, T), dtype=torch.long)
-    attention_mask = torch.zeros((B, T), dtype=torch.long)
-    for row, i in enumerate(indices):
-        n = len(data.input_ids[i])
-        input_ids[row, :n] = torch.tensor(data.input_ids[i])
-        token_type_ids[row, :n] = torch.tensor(data.token_type_ids[i])
-        attention_mask[row, :n] = 1
+    lengths = torch.tensor([len(data.input_ids[i]) for i in indices])  # (B,)
+    input_ids = pad_sequence([torch.tensor(data.input_ids[i]) for i in indices], batch_first=True,
+                             padding_value=pad_id)  # (B, T)
+    token_type_ids = pad_sequence([torch.tensor(data.token_type_ids[i]) for i in indices], batch_first=True)
+    attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()  # (B, T)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
     if data.labels is not None:
         batch["labels"] = data.labels[list(indices)]
@@ -98,6 +103,12 @@ def length_bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int, 
         usable = len(batches) - len(batches) % num_replicas
         batches = batches[rank:usable:num_replicas]
     return batches
+
+
+def throughput_batches(data: EncodedDataset, batch_size: int, pad_id: int) -> list[Batch]:
+    """The whole dataset in length-sorted, dynamically padded batches (as served)."""
+    order = length_bucketed_batches(data.lengths, batch_size, seed=0, epoch=0, shuffle=False)
+    return [collate(data, idx, pad_id) for idx in order]
 
 
 def random_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from slimbert.training.losses import IGNORE_INDEX
+from slimbert.data.batching import IGNORE_INDEX
 
 
 @dataclass

@@ -231,10 +231,15 @@ class BertForMaskedLM(BertPreTrainedBase):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                output_hidden_states: bool = False, output_attentions: bool = False) -> ModelOutput:
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                masked_positions: torch.Tensor | None = None) -> ModelOutput:
+        """`masked_positions` (B, T) boolean: the logits only at those M positions, (M, V).
+        Sparse prediction: the vocabulary projection is a small model's largest matmul, and
+        MLM training needs it at the ~15% masked tokens only."""
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
                         output_hidden_states, output_attentions)
-        out.logits = self.cls.predictions(out.last_hidden_state)  # (B, T, V)
+        hidden = out.last_hidden_state if masked_positions is None else out.last_hidden_state[masked_positions]
+        out.logits = self.cls.predictions(hidden)  # (B, T, V), or (M, V)
         return out
 
 

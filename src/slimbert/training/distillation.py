@@ -8,7 +8,7 @@ The student is trained on
          + w.attention * mean over mapped layers of KL(attention maps) (MiniLM)
          + w.mlm * masked-LM cross-entropy (DistilBERT's triple loss)
 Terms with weight 0 are not computed. When the batch already carries the teacher's logits
-(computed once for the whole transfer set, see slimbert.distill) and no inner layer is
+(computed once for the whole transfer set, see slimbert.recipes.distill) and no inner layer is
 matched, the teacher is not run at all.
 
 A layer map pairs student layers with teacher layers (0-based Transformer blocks). The
@@ -24,10 +24,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from slimbert.data.batching import Batch, model_inputs
 from slimbert.data.masking import MLMMasker
 from slimbert.training.losses import (attention_kl, hard_cross_entropy, hidden_cosine, hidden_mse,
                                       logit_mse, regression_mse, soft_cross_entropy)
-from slimbert.training.objectives import Batch, model_inputs
 
 
 class LayerMapError(ValueError):
@@ -41,18 +41,40 @@ def uniform_layer_map(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
     return [(s, int((s + 1) * n_teacher / n_student + 0.5) - 1) for s in range(n_student)]
 
 
+@dataclass(frozen=True)
+class LayerMap:
+    """Which teacher layer each mapped student layer learns from: (student, teacher) pairs,
+    0-based Transformer blocks. Written `0:1,1:3,2:5`; checked against two depths by `check`."""
+
+    pairs: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> LayerMap:
+        """'0:1,1:3,2:5' (student:teacher) -> LayerMap(((0, 1), (1, 3), (2, 5)))."""
+        pairs = []
+        for item in filter(None, (t.strip() for t in text.split(","))):
+            s, colon, t = item.partition(":")
+            try:
+                if not colon:
+                    raise ValueError
+                pairs.append((int(s), int(t)))
+            except ValueError:
+                raise LayerMapError(f"layer map '{text}': '{item}' is not STUDENT:TEACHER, e.g. 0:1") from None
+        if not pairs:
+            raise LayerMapError(f"layer map '{text}' is empty; expected pairs like 0:1,1:3")
+        return cls(tuple(pairs))
+
+    def check(self, n_student: int, n_teacher: int) -> list[tuple[int, int]]:
+        """The pairs, once every layer is known to exist in a student and teacher of these depths."""
+        return check_layer_map(list(self.pairs), n_student, n_teacher)
+
+    def __str__(self) -> str:
+        return ",".join(f"{s}:{t}" for s, t in self.pairs)
+
+
 def parse_layer_map(text: str, n_student: int, n_teacher: int) -> list[tuple[int, int]]:
     """'0:1,1:3,2:5' (student:teacher, 0-based) -> [(0, 1), (1, 3), (2, 5)], checked."""
-    pairs = []
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        s, colon, t = item.partition(":")
-        try:
-            if not colon:
-                raise ValueError
-            pairs.append((int(s), int(t)))
-        except ValueError:
-            raise LayerMapError(f"layer map '{text}': '{item}' is not STUDENT:TEACHER, e.g. 0:1") from None
-    return check_layer_map(pairs, n_student, n_teacher)
+    return LayerMap.parse(text).check(n_student, n_teacher)
 
 
 def check_layer_map(pairs: list[tuple[int, int]], n_student: int, n_teacher: int) -> list[tuple[int, int]]:

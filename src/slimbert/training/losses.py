@@ -13,20 +13,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100  # label of examples/tokens without a gold target (augmented examples, unmasked tokens)
+from slimbert.data.batching import IGNORE_INDEX
 
 
 def hard_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy against gold class indices. logits (B, C) or (B, T, C), labels (B,) / (B, T).
 
     Positions labelled IGNORE_INDEX do not count; when none is labelled the loss is 0 (with a
-    gradient path), not NaN, so a batch of purely augmented examples is harmless.
+    gradient path), not NaN, so a batch of purely augmented examples is harmless. The sum is
+    divided on the device, so the loss never waits for the host to look at the labels.
     """
     logits = logits.float().reshape(-1, logits.shape[-1])
     labels = labels.reshape(-1)
-    if not bool((labels != IGNORE_INDEX).any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+    total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (labels != IGNORE_INDEX).sum().clamp_min(1)
 
 
 def regression_mse(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -36,9 +36,9 @@ def regression_mse(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Te
     """
     predictions, targets = predictions.float().view(-1), targets.float().view(-1)
     keep = ~torch.isnan(targets)
-    if not bool(keep.any()):
-        return predictions.sum() * 0.0
-    return F.mse_loss(predictions[keep], targets[keep])
+    # Masked on the device (no boolean indexing, which would wait for the host to count).
+    squared = torch.where(keep, predictions - targets.nan_to_num(), 0.0).pow(2)
+    return squared.sum() / keep.sum().clamp_min(1)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
