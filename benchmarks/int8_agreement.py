@@ -18,11 +18,11 @@ import torch
 
 from slimbert import load_model
 from slimbert.checkpoint import load_tokenizer
-from slimbert.compress.jobs import train_sample
 from slimbert.compress.quantize import _dynamic_quantize, quantizable_linears, quantize_int8
 from slimbert.data.batching import encode_examples
 from slimbert.data.sources import load_task_data
 from slimbert.inference import predict_logits
+from slimbert.recipes.common import train_sample
 
 GROUPS = {  # name -> which Linear layers (by name) are quantized
     "scope all (every Linear)": r".",

@@ -2,41 +2,146 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import shutil
 import subprocess
 import sys
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
-from slimbert.cli import build_parser, main
+from slimbert.cli import apply_config, build_parser, command_parser, main
 
-COMMANDS = ["finetune", "distill", "distill-general", "evaluate", "predict", "vocab"]
+
+def subcommands() -> list[str]:
+    """Every `slimbert` subcommand, as the parser defines them: a new command is tested too."""
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return list(sub.choices)
+
+
+COMMANDS = subcommands()
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_of_every_command(command, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main([command, "--help"])
-    assert exit_info.value.code == 0
+    assert main([command, "--help"]) == 0
     assert "usage: slimbert " + command in capsys.readouterr().out
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "slimbert", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and all(c in out.stdout for c in COMMANDS)
+    # The script pip installed beside this interpreter (a venv's bin/), else the one on PATH.
+    script = shutil.which("slimbert", path=str(Path(sys.executable).parent)) or shutil.which("slimbert")
+    assert script, "no `slimbert` script installed: pip install -e ."
+    out = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("usage: slimbert")
+    assert {"finetune", "evaluate", "predict"} <= set(COMMANDS)
+    assert all(c in out.stdout for c in COMMANDS)
 
 
 def test_unknown_option_is_rejected(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["finetune", "--out", "x", "--learning-rate", "1"])
-    assert exit_info.value.code == 2
+    assert main(["finetune", "--out", "x", "--learning-rate", "1"]) == 2
     assert "unrecognized arguments: --learning-rate" in capsys.readouterr().err
 
 
-def test_parser_validates_numbers():
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["finetune", "--out", "x", "--epochs", "0"])
+def test_training_options_are_the_fields_of_train_config():
+    from slimbert.training.trainer import TrainConfig
+
+    flags = {flag for action in command_parser(build_parser(), "finetune")._actions
+             for flag in action.option_strings}
+    for f in fields(TrainConfig):
+        flag = ("--no-" if f.default is True else "--") + f.name.replace("_", "-")
+        assert flag in flags
+
+
+DISTILL = ["distill", "--teacher", "t", "--student", "bilstm", "--out", "o"]
+PRUNE = ["prune", "--model", "m", "--out", "o", "--heads", "0.5"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["finetune", "--out", "o", "--epochs", "0"], "epochs"),
+    (["finetune", "--out", "o", "--epochs", "-3"], "epochs"),
+    (["finetune", "--out", "o", "--batch-size", "0"], "batch_size"),
+    (["finetune", "--out", "o", "--epochs", "x"], "expected an integer"),
+    (["finetune", "--out", "o", "--lr", "0"], "lr"),
+    (["finetune", "--out", "o", "--lr", "nan"], "finite"),
+    (["finetune", "--out", "o", "--warmup-ratio", "7"], "warmup_ratio"),
+    (["finetune", "--out", "o", "--precision", "fp64"], "invalid choice"),
+    (["finetune", "--out", "o", "--layerdrop", "1.5"], "layerdrop"),
+    (["finetune", "--out", "o", "--task", "sst2", "--train-file", "t.csv"], "not both"),
+    (["finetune"], "required: --out"),
+    ([*DISTILL, "--temperature", "0"], "temperature"),
+    ([*DISTILL, "--layer-map", "0-1"], "not STUDENT:TEACHER"),
+    ([*DISTILL, "--init-layers", "0,x"], "comma-separated integers"),
+    ([*DISTILL, "--hard-weight", "-1"], "hard"),
+    ([*DISTILL, "--p-mask", "2"], "p_mask"),
+    ([*PRUNE, "--recover-epochs", "-1"], "recover_epochs"),
+    ([*PRUNE, "--heads", "1.5"], "heads"),
+    (["prune", "--model", "m", "--out", "o"], "nothing to prune"),
+    (["prune", "--model", "m", "--out", "o", "--layers", "0,2"], "expected keep=0,2,4"),
+    (["quantize", "--model", "m", "--out", "o", "--dtype", "fp8"], "invalid choice"),
+    (["export", "--model", "m", "--out", "o", "--format", "hf", "--int8"], "--int8 applies to --format onnx"),
+    (["bench", "--model", "m", "--seq-lens", "8,x"], "--seq-lens"),
+    (["bench", "--model", "m", "--backend", "tpu"], "invalid choice"),
+    (["bench", "--model", "m", "--rounds", "0"], "rounds"),
+    (["vocab", "--corpus", "c.txt", "--size", "0", "--out", "v"], "size"),
+    (["fly"], "invalid choice"),
+])
+def test_bad_arguments_are_one_line_errors_before_any_work(argv, message, capsys):
+    """Checked before any file is read: none of the paths above exists."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert len(captured.err.splitlines()) == 1 and message in captured.err, captured.err
+    assert captured.err.startswith("slimbert")
+
+
+def test_the_same_errors_from_the_console_script():
+    out = subprocess.run([sys.executable, "-m", "slimbert", "bench", "--model", "m", "--seq-lens", "8,x"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_options_from_a_config_file(tmp_path, capsys):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"out": "o", "batch-size": 8, "lr": 1e-3, "no_progress": True,
+                                  "precision": "bf16", "text_col": "review"}))
+    parser = build_parser("finetune")
+    sub = command_parser(parser, "finetune")
+    apply_config(sub, str(config))
+    args = parser.parse_args(["finetune", "--lr", "2e-3"])  # the command line wins
+    assert (args.out, args.batch_size, args.lr, args.progress, args.precision, args.text_col) == (
+        "o", 8, 2e-3, False, "bf16", "review")
+    assert not hasattr(args, "epochs")  # training options not given stay the recipe's
+
+    yaml = pytest.importorskip("yaml")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"model": "m", "seq_lens": [8, 16], "backend": ["torch", "hf"],
+                                      "memory": False}))
+    sub = command_parser(build_parser("bench"), "bench")
+    apply_config(sub, str(config))
+    args = sub.parse_args([])
+    assert (args.model, args.seq_lens, args.backend, args.memory) == (["m"], (8, 16), ["torch", "hf"], False)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"out": "o", "learning_rate": 1}, "unknown option 'learning_rate'"),
+    ({"out": "o", "epochs": "x"}, "expected an integer"),
+    ({"out": "o", "precision": "fp64"}, "not one of"),
+    ({"out": "o", "compile": "yes"}, "expected true or false"),
+    ([1, 2], "expected a mapping"),
+])
+def test_bad_config_files_are_one_line_errors(tmp_path, values, message, capsys):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps(values))
+    assert main(["finetune", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and message in err and str(config) in err, err
+    config.write_text("{not json")
+    assert main(["finetune", "--config", str(config)]) == 2
+    assert len(capsys.readouterr().err.splitlines()) == 1
 
 
 def test_finetune_evaluate_predict_on_own_csv(tmp_path, tiny_checkpoint, csv_task, capsys, monkeypatch):
@@ -94,8 +199,10 @@ def test_evaluate_on_glue_dev_with_task_from_config(tmp_path, tiny_checkpoint, g
     assert capsys.readouterr().out.startswith("rte (277 examples): accuracy = ")
 
 
-def test_the_cli_names_every_serving_backend():
-    from slimbert.cli import BACKENDS
+def test_the_cli_offers_every_serving_backend():
     from slimbert.evaluation import backends
 
-    assert BACKENDS == backends.BACKENDS
+    for command in ("bench", "report"):
+        sub = command_parser(build_parser(command), command)
+        (action,) = [a for a in sub._actions if a.dest == "backend"]
+        assert tuple(action.choices) == backends.BACKENDS

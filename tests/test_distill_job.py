@@ -33,6 +33,7 @@ def distill_args(teacher, csv_task, out, cache, *extra):
             *extra]
 
 
+@pytest.mark.slow
 def test_distill_students_then_evaluate_and_predict_them(tmp_path, tiny_teacher, csv_task, capsys):
     cache = tmp_path / "cache"
     for student, extra in [("bilstm:hidden=8,mlp=8", ["--augment", "2", "--p-pos", "0"]),
@@ -97,6 +98,7 @@ class CrashingObjective(DistillationObjective):
         return super().forward(model, batch)
 
 
+@pytest.mark.slow
 def test_resumed_distillation_equals_uninterrupted(tmp_path):
     """Student, learned projections, optimizer, schedule and data order all resume exactly."""
     torch.manual_seed(0)
@@ -173,6 +175,7 @@ def test_general_distilled_student_is_then_task_distilled(tmp_path, tiny_checkpo
     assert moved < 0.05
 
 
+@pytest.mark.slow
 def test_report_groups_seeds_and_writes_table_json_and_plot(tmp_path, tiny_teacher, csv_task, capsys):
     cache = tmp_path / "cache"
     for name, seed, student in [("bilstm-s1", "1", "bilstm:hidden=8,mlp=8"), ("bilstm-s2", "2", "bilstm:hidden=8,mlp=8"),

@@ -60,7 +60,7 @@ def test_layer_map_parsing_and_errors():
 
 def test_student_specs_parse_into_dataclasses():
     assert parse_student_spec("bert:layers=3") == BertStudentSpec(3)
-    assert parse_student_spec("bert:layers=2", "0,3") == BertStudentSpec(2, init_layers=(0, 3))
+    assert parse_student_spec("bert:layers=2", (0, 3)) == BertStudentSpec(2, init_layers=(0, 3))
     assert parse_student_spec("bert:layers=4,hidden=128") == BertStudentSpec(4, hidden=128)
     assert parse_student_spec("bilstm") == BiLSTMStudentSpec()
     assert parse_student_spec("bilstm:hidden=64,embeddings=random") == BiLSTMStudentSpec(64, embeddings="random")
@@ -244,6 +244,7 @@ def agreement(student, reference, data) -> tuple[float, float]:
     return float((p.argmax(-1) == q.argmax(-1)).float().mean()), float((p.exp() * (p - q)).sum(-1).mean())
 
 
+@pytest.mark.slow
 def test_distillation_transfers_the_teachers_knowledge(tmp_path):
     """A student trained with the teacher ends closer to the teacher's predictions on unseen
     examples than the same student (same init, same data, same steps) trained on labels alone.

@@ -11,8 +11,10 @@ from conftest import padded_batch, synthetic_data, tiny_config
 
 from slimbert import build_model, load_model, save_checkpoint
 from slimbert.compress.prune import (PruneError, dense_equivalent, drop_layers, gated, importance, lowest,
-                                     masks, prune_ffn, prune_heads, set_layerdrop)
+                                     masks, prune_ffn, prune_heads)
+from slimbert.compress.students import StudentSpecError
 from slimbert.data.batching import collate
+from slimbert.models import count_parameters
 from slimbert.training.objectives import ClassificationObjective
 
 
@@ -39,12 +41,12 @@ def test_pruned_model_computes_what_the_masked_model_computes(model, batch):
     torch.testing.assert_close(out.last_hidden_state, masked.last_hidden_state, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.logits, masked.logits, atol=1e-5, rtol=1e-5)
     # Physically smaller, and the config says how.
-    assert [layer.attention.self.num_heads for layer in pruned.bert.encoder.layer] == [3, 2, 3]
-    assert pruned.bert.encoder.layer[1].attention.self.query.weight.shape == (16, 32)
+    assert [layer.attn.num_heads for layer in pruned.layers] == [3, 2, 3]
+    assert pruned.layers[1].attn.q_proj.weight.shape == (16, 32)
     assert pruned.config.pruned_heads == {0: [1], 1: [0, 2], 2: [3]}
     assert pruned.config.intermediate_sizes == [64 - 22, 64, 61]
     assert out.attentions[1].shape[1] == 2
-    assert pruned.num_parameters() < model.num_parameters()
+    assert count_parameters(pruned) < count_parameters(model)
     # Unmasked, the original model computes something else: the masks did matter.
     with torch.no_grad():
         assert not torch.allclose(model(**batch).last_hidden_state, masked.last_hidden_state, atol=1e-2)
@@ -77,11 +79,11 @@ def test_pruning_refuses_to_empty_a_layer_or_name_missing_units(model):
 
 def test_dense_equivalent_is_exact_and_loads_in_transformers(model, batch, tmp_path, tiny_tokenizer):
     transformers = pytest.importorskip("transformers")
-    from slimbert.checkpoint import export_hf
+    from slimbert.compress.export import export_hf
 
     pruned = prune_ffn(prune_heads(model, {0: [1], 2: [0, 3]}), {1: list(range(40))})
     dense = dense_equivalent(pruned)
-    assert not dense.config.is_pruned and dense.bert.encoder.layer[1].intermediate.dense.out_features == 64
+    assert not dense.config.is_pruned and dense.layers[1].ffn.fc_in.out_features == 64
     torch.testing.assert_close(dense(**batch).last_hidden_state, pruned(**batch).last_hidden_state,
                                atol=1e-6, rtol=1e-6)
     export_hf(pruned, tiny_tokenizer, tmp_path / "hf")
@@ -97,7 +99,7 @@ def test_importance_finds_a_head_that_does_nothing(model):
     """A head whose value projection is zero cannot change the loss: its importance is 0 and
     it is the first to go; every other head matters."""
     with torch.no_grad():
-        v = model.bert.encoder.layer[1].attention.self.value
+        v = model.layers[1].attn.v_proj
         v.weight[8:16].zero_()  # head 1 of layer 1 (head size 8)
         v.bias[8:16].zero_()
     data = synthetic_data(n=32)
@@ -130,14 +132,14 @@ def test_lowest_rounds_what_each_layer_keeps_to_a_multiple():
 def test_drop_layers_keeps_the_chosen_layers(model, batch):
     dropped = drop_layers(model, [0, 2])
     assert dropped.config.num_hidden_layers == 2
-    torch.testing.assert_close(dropped.bert.encoder.layer[1].output.dense.weight,
-                               model.bert.encoder.layer[2].output.dense.weight)
-    with pytest.raises(Exception, match="distinct layer numbers"):
+    torch.testing.assert_close(dropped.layers[1].ffn.fc_out.weight,
+                               model.layers[2].ffn.fc_out.weight)
+    with pytest.raises(StudentSpecError, match="distinct layer numbers"):
         drop_layers(model, [0, 5])
 
 
 def test_layerdrop_skips_layers_only_while_training(model, batch):
-    set_layerdrop(model, 0.5)
+    model.set_layerdrop(0.5)
     assert model.config.layerdrop == 0.5
     torch.manual_seed(3)
     model.train()
@@ -182,20 +184,20 @@ def test_prune_cli_prunes_recovers_and_reports(tmp_path, tiny_tokenizer, csv_tas
 
 def test_prune_keeps_the_pruned_model_when_recovery_makes_it_worse(tmp_path, tiny_tokenizer, monkeypatch):
     """Recovery is scored against the pruned model as its "epoch 0": OUT holds the better of the two."""
-    import slimbert.compress.jobs as jobs
+    import slimbert.recipes.prune as recipe
     from slimbert.cli import main
 
-    def flipping_recovery(model_dir, data, out, config, max_length):
+    def flipping_recovery(config, data, train):
         # A "recovery" that swaps the two classes, so it is right exactly where the pruned model is wrong.
-        net = load_model(model_dir)
+        net = load_model(config.model)
         with torch.no_grad():
             net.classifier.weight.neg_()
             net.classifier.bias.neg_()
-        save_checkpoint(net, tiny_tokenizer, out)
-        (Path(out) / "results.json").write_text('{"job": "finetune"}')
+        save_checkpoint(net, tiny_tokenizer, config.out)
+        (Path(config.out) / "results.json").write_text('{"job": "finetune"}')
         return {"best": None}
 
-    monkeypatch.setattr(jobs, "finetune", flipping_recovery)
+    monkeypatch.setattr(recipe, "finetune", flipping_recovery)
     rows = "review,sentiment\n" + "".join(f"\"{t}\",pos\n" for t in ["a great film", "good fun", "the best"])
     (tmp_path / "train.csv").write_text(rows + "\"the worst\",neg\n")
     (tmp_path / "dev.csv").write_text(rows)  # one class only: a constant predictor scores 1 or 0

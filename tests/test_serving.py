@@ -13,23 +13,26 @@ from slimbert.checkpoint import load_tokenizer
 from slimbert.cli import main
 from slimbert.compress.export import OnnxModel, export_onnx
 from slimbert.compress.quantize import is_int8, quantize_int8, to_bf16
-from slimbert.data.batching import encode_examples
+from slimbert.data.batching import encode_examples, throughput_batches
 from slimbert.data.sources import load_task_data
-from slimbert.evaluation.bench import throughput_batches, timed_pass
+from slimbert.evaluation.bench import timed_pass
 from slimbert.inference import predict_logits
 
 
 @pytest.fixture(scope="session")
 def sst2_probe(tmp_path_factory, minilm_dir, glue_dir):
     """The bundled MiniLM fine-tuned for one epoch on 2,000 SST-2 train sentences: a real
-    sentiment classifier (about 85% on dev) with real margins, in about half a minute."""
-    from slimbert.jobs import finetune
+    sentiment classifier (about 85% on dev) with real margins, in about a minute.
+
+    fp32, not bf16: without AVX-512 (AVX2-only x86 CPUs), bf16 matmuls run tens of times slower
+    than fp32, and the fine-tune would never finish there."""
+    from slimbert.recipes.finetune import FinetuneConfig, finetune
     from slimbert.training.trainer import TrainConfig
 
     out = tmp_path_factory.mktemp("probe") / "sst2-probe"
     data = load_task_data("sst2", glue_dir, splits=("train",), max_train_examples=2000)
-    finetune(str(minilm_dir), data, out, TrainConfig(epochs=1, batch_size=32, lr=1e-4, warmup_ratio=0.1,
-                                                     precision="bf16", progress=False, seed=0), max_length=64)
+    finetune(FinetuneConfig(out=str(out), model=str(minilm_dir), max_length=64), data,
+             TrainConfig(epochs=1, batch_size=32, lr=1e-4, warmup_ratio=0.1, precision="fp32", progress=False, seed=0))
     return out
 
 
@@ -46,6 +49,7 @@ def sst2_calibration(sst2_probe, glue_dir):
     return encode_examples(examples, load_tokenizer(sst2_probe), 128)
 
 
+@pytest.mark.slow
 def test_int8_agrees_with_fp32_on_sst2_dev_and_reloads_bit_for_bit(sst2_probe, sst2_dev, sst2_calibration,
                                                                     tmp_path):
     fp32 = load_model(sst2_probe)
@@ -77,18 +81,23 @@ def test_int8_agrees_with_fp32_on_sst2_dev_and_reloads_bit_for_bit(sst2_probe, s
     assert config["quantization"]["method"] == "dynamic_int8" and config["model_type"] == "slimbert_bert"
 
 
-def test_bf16_serves_and_reloads(sst2_probe, sst2_dev, tmp_path):
+@pytest.mark.slow
+def test_bf16_serves_and_reloads(sst2_probe, glue_dir, tmp_path):
+    # 64 dev sentences, not all 872: bf16 matmuls are slow on CPUs without AVX-512.
+    examples = load_task_data("sst2", glue_dir, splits=("dev",)).dev.examples[:64]
+    dev = encode_examples(examples, load_tokenizer(sst2_probe), 128)
     fp32 = load_model(sst2_probe)
     save_checkpoint(to_bf16(fp32), load_tokenizer(sst2_probe), tmp_path / "bf16")
     bf16 = load_model(tmp_path / "bf16")
     assert next(bf16.parameters()).dtype == torch.bfloat16
-    reference = predict_logits(fp32, sst2_dev, 0).argmax(-1)
-    agreement = (predict_logits(bf16, sst2_dev, 0).argmax(-1) == reference).float().mean()
-    assert agreement >= 0.98
+    reference = predict_logits(fp32, dev, 0).argmax(-1)
+    agreement = (predict_logits(bf16, dev, 0).argmax(-1) == reference).float().mean()
+    assert agreement >= 63 / 64  # at most one of 64 sentences changes its label
     assert (tmp_path / "bf16" / "model.safetensors").stat().st_size < 0.55 * (
         sst2_probe / "model.safetensors").stat().st_size
 
 
+@pytest.mark.slow
 def test_onnx_runtime_matches_pytorch(sst2_probe, sst2_dev, tmp_path):
     model = load_model(sst2_probe)
     files = export_onnx(model, tmp_path / "model.onnx", int8=True)
@@ -102,8 +111,13 @@ def test_onnx_runtime_matches_pytorch(sst2_probe, sst2_dev, tmp_path):
     assert (ort8.argmax(-1) == ours.argmax(-1)).float().mean() >= 0.98
 
 
-def test_quantize_export_and_bench_from_the_cli(tmp_path, tiny_tokenizer, csv_task, capsys):
+@pytest.mark.slow
+def test_quantize_export_and_bench_from_the_cli(tmp_path, tiny_tokenizer, csv_task, capsys, monkeypatch):
+    from slimbert.evaluation import bench, bench_run
+
     transformers = pytest.importorskip("transformers")
+    # The bf16 matmul peak on 128^3, not 2048^3: without AVX-512, one 2048^3 bf16 product takes a minute.
+    monkeypatch.setattr(bench_run, "matmul_peak_gflops", lambda dtype: bench.matmul_peak_gflops(dtype, n=128))
     torch.manual_seed(0)
     model = build_model(tiny_config(head="classification", id2label={0: "neg", 1: "pos"}))
     ckpt = save_checkpoint(model, tiny_tokenizer, tmp_path / "tiny")
@@ -151,6 +165,33 @@ def test_quantize_export_and_bench_from_the_cli(tmp_path, tiny_tokenizer, csv_ta
     # int8 changes how weights are stored, not how many there are
     assert rows[("int8", "torch")]["parameters"] == rows[("tiny", "torch")]["parameters"]
     assert (out / "bench.md").exists() and (out / "bench.png").stat().st_size > 0
+
+
+def test_count_parameters_counts_int8_weights_and_tied_weights_once():
+    from slimbert.models import count_parameters
+
+    model = build_model(tiny_config(head="mlm"))  # the decoder is the word-embedding matrix
+    vocab_by_hidden = model.config.vocab_size * model.config.hidden_size
+    every_use = sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False))
+    assert count_parameters(model) == every_use - vocab_by_hidden
+    classifier = build_model(tiny_config(head="classification"))
+    # int8 weights are packed outside `parameters()`, yet they are the same weights
+    assert count_parameters(quantize_int8(classifier, "all")) == count_parameters(classifier)
+
+
+def test_bench_checks_its_inputs_before_any_work(tmp_path, tiny_tokenizer, csv_task, capsys, monkeypatch):
+    from slimbert.evaluation import backends, bench_run
+
+    monkeypatch.setattr(bench_run, "encode_examples", lambda *a, **k: pytest.fail("worked before checking"))
+    monkeypatch.setattr(bench_run, "matmul_peak_gflops", lambda *a, **k: pytest.fail("measured a matmul peak"))
+    monkeypatch.setitem(backends.LIBRARIES, "onnxruntime", ("slimbert_not_installed",))
+    ckpt = save_checkpoint(build_model(tiny_config(head="classification", id2label={0: "neg", 1: "pos"})),
+                           tiny_tokenizer, tmp_path / "tiny")
+    data = ["--dev-file", str(csv_task[1]), "--text-col", "review", "--label-col", "sentiment", "--no-progress"]
+    assert main(["bench", "--model", str(ckpt), "--backend", "onnxruntime", *data]) == 2
+    assert "needs `pip install slimbert_not_installed`" in capsys.readouterr().err
+    assert main(["bench", "--model", str(ckpt), str(tmp_path / "missing"), *data]) == 2
+    assert "missing" in capsys.readouterr().err
 
 
 def test_bench_names_a_nested_run_directory_by_its_parent_too():

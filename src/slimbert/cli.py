@@ -1,237 +1,441 @@
-"""`slimbert <command>`: one subcommand per job, each a thin function over slimbert.jobs."""
+"""`slimbert <command>`: one subcommand per recipe (slimbert.recipes).
+
+Each command's options are generated from the recipe's config dataclass, plus `DataConfig` where
+it reads a task and `TrainConfig` where it trains: an option is written once, as a field with its
+type, default and comment. `--config FILE` reads the same options from a JSON or YAML mapping;
+options on the command line win. Every error is one line on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
+import io
 import json
 import logging
+import math
+import re
 import sys
+import textwrap
+import tokenize
+import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from slimbert.errors import SlimbertError
-
-# The serving backends of slimbert.evaluation.backends, named here so that the parser (and
-# `--help`) need not import torch.
-BACKENDS = ("torch", "torch-int8", "torch-int8-all", "torch-bf16", "onnxruntime", "onnxruntime-int8", "hf")
-
-DEFAULT_MODEL = "bundled:minilm-l6"
+from slimbert.errors import ConfigError, SlimbertError
 
 
-def _positive_int(value: str) -> int:
-    n = int(value)
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return n
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, `slimbert COMMAND: error: ...`, with exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
 
 
-def _add_data_args(p: argparse.ArgumentParser, splits: str) -> None:
-    g = p.add_argument_group("data (a GLUE task, or your own TSV/CSV/JSONL files)")
-    g.add_argument("--task", help="GLUE task: sst2, mrpc, rte, cola, stsb, qnli, qqp, mnli, wnli")
-    g.add_argument("--data-dir", help="folder with GLUE task folders (e.g. ../shared/data/glue); "
-                   "without it GLUE is downloaded with the `datasets` library")
-    if "train" in splits:
-        g.add_argument("--train-file", help="your own training file (.tsv, .csv or .jsonl)")
-    g.add_argument("--dev-file", help="your own evaluation file")
-    g.add_argument("--text-col", default="text", help="column of the text (default: text)")
-    g.add_argument("--text-pair-col", help="column of the second text, for sentence-pair tasks")
-    g.add_argument("--label-col", default="label", help="column of the label (default: label)")
-    g.add_argument("--no-header", action="store_true",
-                   help="files have no header row; columns are 0-based numbers")
-    g.add_argument("--regression", action="store_true", help="labels are numbers to regress (like STS-B)")
-    g.add_argument("--skip-bad-rows", action="store_true",
-                   help="skip and count malformed rows instead of stopping at the first")
-    g.add_argument("--max-length", type=_positive_int, default=128, help="tokens per example (default: 128)")
+def _one_line(message: str) -> str:
+    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
 
 
-def _add_train_args(p: argparse.ArgumentParser, epochs: int, lr: float | None) -> None:
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=_positive_int, default=epochs, help=f"(default: {epochs})")
-    g.add_argument("--batch-size", type=_positive_int, default=32, help="(default: 32)")
-    g.add_argument("--grad-accum", type=_positive_int, default=1,
-                   help="micro-batches per optimizer step (effective batch = batch-size x grad-accum)")
-    g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr or 'by model kind'})")
-    g.add_argument("--optimizer", choices=("adamw", "lamb"), default="adamw",
-                   help="adamw, or lamb for very large batches (default: adamw)")
-    g.add_argument("--weight-decay", type=float, default=0.01)
-    g.add_argument("--warmup-ratio", type=float, default=0.1)
-    g.add_argument("--max-grad-norm", type=float, default=1.0)
-    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--save-every-steps", type=int, default=0,
-                   help="also checkpoint every N steps (default: at epoch ends)")
-    g.add_argument("--resume", action="store_true", help="continue from OUT/last")
-    g.add_argument("--device", default="auto")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+# ----------------------------------------------------------------- options from dataclass fields
 
 
-def _train_config(args, lr: float | None = None):
+def field_help(cls: type) -> dict[str, str]:
+    """The comment of each field of dataclass `cls`: the one after it on its line, else the
+    comment lines right above it."""
+    helps: dict[str, str] = {}
+    above: list[str] = []
+    for line in textwrap.dedent(inspect.getsource(cls)).splitlines()[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("#").strip())
+            continue
+        match = re.match(r" {4}(\w+)\s*:", line)
+        if match:
+            helps[match.group(1)] = _trailing_comment(stripped) or " ".join(above)
+        above = []
+    return helps
+
+
+def _trailing_comment(line: str) -> str:
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(line + "\n").readline):
+            if tok.type == tokenize.COMMENT:
+                return tok.string.lstrip("#").strip()
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    return ""
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
+    return value
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,2,4, got '{text}'"
+                                         ) from None
+
+
+def _parsed_by(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return convert
+
+
+def _without_none(hint):
+    """`X | None` -> X."""
+    if get_origin(hint) in (Union, types.UnionType):
+        rest = [a for a in get_args(hint) if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return hint
+
+
+def _value_kwargs(hint, parse: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """argparse `type` (and `choices`, `nargs`) for a field of type `hint`."""
+    if parse is not None:
+        return {"type": _parsed_by(parse)}
+    origin = get_origin(hint)
+    if origin is list:
+        return {"nargs": "+", **_value_kwargs(get_args(hint)[0])}
+    if origin is Literal:
+        return {"choices": get_args(hint)}
+    if origin is tuple and get_args(hint) == (int, Ellipsis):
+        return {"type": _ints}
+    if hint is int:
+        return {"type": _int}
+    if hint is float:
+        return {"type": _float}
+    if hint in (str, Path):
+        return {}
+    if callable(getattr(hint, "parse", None)):
+        return {"type": _parsed_by(hint.parse)}
+    raise TypeError(f"no command-line form for a field of type {hint}")
+
+
+def _shown(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type, *, title: str | None = None, exclude=(),
+                defaults: dict | None = None, notes: dict | None = None, given_only: bool = False) -> None:
+    """An option for each field of dataclass `cls`: `--field-name VALUE` typed by the field's
+    annotation (Literal -> choices, list -> several values, tuple[int, ...] -> 0,2,4, a class
+    with `parse` -> parsed), `--flag` for a bool that defaults to False and `--no-flag` for one
+    that defaults to True; a field without a default is required. Help is the field's comment.
+
+    `defaults` replace the fields' own; `notes` replace the "(default: ...)" of a help line.
+    With `given_only`, an option not on the command line stays out of the namespace, so that
+    whoever builds `cls` applies its own defaults."""
+    group = parser.add_argument_group(title) if title else parser
+    hints = get_type_hints(cls)
+    helps = field_help(cls)
+    defaults, notes = defaults or {}, notes or {}
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or not f.init:
+            continue
+        hint = _without_none(hints[f.name])
+        if f.name in defaults:
+            default = defaults[f.name]
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        help_text = f.metadata.get("help") or helps.get(f.name, "")
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        kwargs: dict[str, Any] = {}
+        if hint is bool:
+            if default is True:
+                flag = "--no-" + f.name.replace("_", "-")
+                help_text = f"turn off: {help_text}" if help_text else ""
+            kwargs["action"] = "store_false" if default is True else "store_true"
+        else:
+            kwargs.update(_value_kwargs(hint, f.metadata.get("parse")))
+            if "metavar" in f.metadata:
+                kwargs["metavar"] = f.metadata["metavar"]
+            elif kwargs.get("nargs") and kwargs.get("choices"):  # several of many: list them once, below
+                kwargs["metavar"] = f.name.upper()
+                help_text += f"; any of {', '.join(kwargs['choices'])}"
+            note = notes.get(f.name)
+            if note is None and default not in (None, dataclasses.MISSING) and "default" not in help_text:
+                note = f"default: {_shown(default)}"
+            if note:
+                help_text = f"{help_text} ({note})" if help_text else f"({note})"
+        kwargs["help"] = help_text.replace("%", "%%")
+        if f.metadata.get("positional"):
+            kwargs["nargs"] = "+" if get_origin(hint) is list else "?"
+            group.add_argument(f.name, **kwargs)
+            continue
+        if given_only:
+            kwargs["default"] = argparse.SUPPRESS
+        elif default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = default
+        group.add_argument(flag, dest=f.name, **kwargs)
+
+
+def build(cls: type, args: argparse.Namespace, **values):
+    """`cls` from the options of `args` named like its fields (and `values`); what its
+    validation refuses is a ConfigError."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+             if f.init and hasattr(args, f.name)}
+    try:
+        return cls(**{**given, **values})
+    except ValueError as e:  # ConfigError, or the ValueError of a config of a lower layer
+        raise ConfigError(str(e)) from None
+
+
+def build_train(args: argparse.Namespace, defaults: dict):
+    """The TrainConfig of a command: the recipe's `defaults`, then the options given."""
     from slimbert.training.trainer import TrainConfig
 
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                       lr=args.lr if args.lr is not None else lr, weight_decay=args.weight_decay,
-                       warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm,
-                       optimizer=args.optimizer, precision=args.precision, compile=args.compile,
-                       seed=args.seed, save_every_steps=args.save_every_steps, device=args.device,
-                       progress=not args.no_progress)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    try:
+        return TrainConfig(**{**defaults, **given})
+    except ValueError as e:  # ConfigError, or the ValueError of a config of a lower layer
+        raise ConfigError(str(e)) from None
 
 
-def _task_data(args, splits: tuple[str, ...], label_values=None, regression=None, max_train=None):
-    from slimbert.data.sources import FileColumns, load_task_data
+def _data_options(p: argparse.ArgumentParser, splits: str) -> None:
+    from slimbert.recipes.common import DataConfig
 
-    if args.task and (getattr(args, "train_file", None) or args.dev_file):
-        raise SlimbertError("give either --task or --train-file/--dev-file, not both")
-    cols = FileColumns(args.text_col, args.text_pair_col, args.label_col, not args.no_header)
-    data = load_task_data(args.task, args.data_dir, getattr(args, "train_file", None), args.dev_file, cols,
-                          regression if regression is not None else args.regression, label_values,
-                          splits, args.skip_bad_rows, max_train)
-    for split in splits:
-        table = getattr(data, split)
-        if table is not None and table.stats.skipped:
-            print(f"{table.path}: {table.stats.summary()}", file=sys.stderr)
-    return data
+    if splits == "train":  # calibration: the train split, read whole
+        exclude = ("max_train_examples",)
+    elif splits == "dev":  # scoring: the dev split only
+        exclude = ("train_file", "max_train_examples")
+    else:
+        exclude = ()
+    add_options(p, DataConfig, title="data (a GLUE task, or your own TSV/CSV/JSONL files)", exclude=exclude)
 
 
-def _dev_data_for(args, model: str):
-    """The dev split to score `model` on: the task its config.json names unless --task or
-    --dev-file says otherwise; own files are read with the model's label names."""
-    from slimbert.checkpoint import load_config
+def _train_options(p: argparse.ArgumentParser, defaults: dict, notes: dict | None = None, exclude=()) -> None:
+    from slimbert.training.trainer import TrainConfig
 
-    cfg = load_config(model)
-    if not args.task and not args.dev_file:
-        args.task = cfg.task
-    values = tuple(cfg.label_names()) if cfg.num_labels > 1 and not args.task else None
-    return _task_data(args, ("dev",), label_values=values, regression=cfg.num_labels == 1)
+    add_options(p, TrainConfig, title="training", defaults=defaults, notes=notes, exclude=exclude,
+                given_only=True)
+
+
+def _data(args: argparse.Namespace):
+    from slimbert.recipes.common import DataConfig
+
+    return build(DataConfig, args)
 
 
 # --------------------------------------------------------------------------- commands
 
 
-def cmd_finetune(args) -> int:
-    from slimbert.jobs import finetune
+def options_finetune(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.finetune import TRAIN_DEFAULTS, FinetuneConfig
 
-    data = _task_data(args, ("train", "dev"), max_train=args.max_train_examples)
-    results = finetune(args.model, data, args.out, _train_config(args), args.max_length, args.resume,
-                       layerdrop=args.layerdrop)
+    add_options(p, FinetuneConfig)
+    _data_options(p, "train,dev")
+    _train_options(p, TRAIN_DEFAULTS)
+
+
+def run_finetune(args) -> int:
+    from slimbert.recipes.common import load_data
+    from slimbert.recipes.finetune import FinetuneConfig, finetune, train_defaults
+
+    config, source = build(FinetuneConfig, args), _data(args)
+    train = build_train(args, train_defaults(config))
+    data = load_data(source, ("train", "dev"))
+    results = finetune(config, data, train)
     if results["best"] is not None:
         print(f"{data.name}: best dev {results['main_metric']} = {results['best']:.4f} "
-              f"(epoch {results['best_epoch']}); model saved to {args.out}")
+              f"(epoch {results['best_epoch']}); model saved to {config.out}")
     print(f"trained on {results['train_examples']} examples at "
           f"{results['train_seq_per_s']:.1f} sequences/s ({results['wall_seconds_this_run']:.0f} s)")
     return 0
 
 
-# Learning rates that suit each kind of student when --lr is not given.
-STUDENT_LR = {"bert": 1e-4, "bilstm": 2e-3, "cnn": 2e-3, "checkpoint": 1e-4}
+def options_distill(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.distill import STUDENT_LR, TRAIN_DEFAULTS, DistillConfig
+
+    add_options(p, DistillConfig)
+    _data_options(p, "train,dev")
+    by_kind = ", ".join(f"{kind} {lr:g}" for kind, lr in STUDENT_LR.items())
+    _train_options(p, TRAIN_DEFAULTS, notes={"lr": f"default by kind of student: {by_kind}"})
 
 
-def _student_kind(spec) -> str:
-    from slimbert.compress.students import BertStudentSpec, BiLSTMStudentSpec, CNNStudentSpec
+def run_distill(args) -> int:
+    from slimbert.recipes.common import load_data
+    from slimbert.recipes.distill import DistillConfig, distill, train_defaults
 
-    return {BertStudentSpec: "bert", BiLSTMStudentSpec: "bilstm", CNNStudentSpec: "cnn"}.get(
-        type(spec), "checkpoint")
-
-
-def _loss_weights(args, kind: str, regression: bool):
-    """--labels-only, explicit --*-weight values, or the defaults for this kind of student:
-    soft-target CE for BERT students (DistilBERT), logit MSE for BiLSTM/CNN (Tang et al.)."""
-    from slimbert.training.distillation import LossWeights
-
-    if args.labels_only:
-        return LossWeights(hard=1.0, soft=0.0)
-    given = {name: getattr(args, f"{name}_weight") for name in
-             ("hard", "soft", "logit_mse", "hidden", "attention")}
-    if all(v is None for v in given.values()):
-        logit_mse = regression or kind in ("bilstm", "cnn")
-        given = {"soft": 0.0 if logit_mse else 1.0, "logit_mse": 1.0 if logit_mse else 0.0}
-    try:
-        return LossWeights(**{k: (0.0 if v is None else v) for k, v in given.items()})
-    except ValueError as e:
-        raise SlimbertError(str(e)) from None
-
-
-def cmd_distill(args) -> int:
-    from slimbert.compress.students import parse_student_spec
-    from slimbert.data.augment import AugmentConfig
-    from slimbert.distill import DistillOptions, distill
-
-    spec = parse_student_spec(args.student, args.init_layers)
-    kind = _student_kind(spec)
-    data = _task_data(args, ("train", "dev"), max_train=args.max_train_examples)
-    try:
-        augment = AugmentConfig(copies=args.augment, p_mask=args.p_mask, p_pos=args.p_pos,
-                                p_ngram=args.p_ngram, seed=args.augment_seed) if args.augment else None
-    except ValueError as e:
-        raise SlimbertError(str(e)) from None
-    options = DistillOptions(weights=_loss_weights(args, kind, data.regression), temperature=args.temperature,
-                             layer_map=args.layer_map, hidden_loss=args.hidden_loss, augment=augment,
-                             cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-                             layerdrop=args.layerdrop or 0.0)
-    results = distill(args.teacher, spec, data, args.out, _train_config(args, STUDENT_LR[kind]), options,
-                      args.max_length, args.resume, student_name=args.student)
+    config, source = build(DistillConfig, args), _data(args)
+    train = build_train(args, train_defaults(config))
+    data = load_data(source, ("train", "dev"))
+    results = distill(config, data, train)
     if results["best"] is not None:
-        print(f"{data.name}: student {args.student}: best dev {results['main_metric']} = {results['best']:.4f} "
-              f"(epoch {results['best_epoch']}); saved to {args.out}")
+        print(f"{data.name}: student {config.student}: best dev {results['main_metric']} = "
+              f"{results['best']:.4f} (epoch {results['best_epoch']}); saved to {config.out}")
     print(f"transfer set: {results['train_examples']} examples + {results['augmented_examples']} augmented; "
           f"{results['student_parameters'] / 1e6:.2f} M student parameters "
           f"({results['teacher_parameters'] / results['student_parameters']:.1f}x fewer than the teacher)")
     return 0
 
 
-def cmd_distill_general(args) -> int:
-    from slimbert.compress.students import parse_student_spec
-    from slimbert.distill import distill_general
-    from slimbert.training.distillation import LossWeights
+def options_distill_general(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.distill_general import TRAIN_DEFAULTS, DistillGeneralConfig
 
-    spec = parse_student_spec(args.student, args.init_layers)
-    weights = None
-    if any(getattr(args, f"{n}_weight") is not None for n in ("soft", "mlm", "hidden", "attention")):
-        try:
-            weights = LossWeights(**{n: getattr(args, f"{n}_weight") or 0.0
-                                     for n in ("soft", "mlm", "hidden", "attention")})
-        except ValueError as e:
-            raise SlimbertError(str(e)) from None
-    results = distill_general(args.teacher, spec, args.corpus, args.out, _train_config(args, 1e-4), weights,
-                              args.temperature, args.layer_map, args.mlm_probability, args.max_length,
-                              args.max_examples, args.resume)
+    add_options(p, DistillGeneralConfig)
+    _train_options(p, TRAIN_DEFAULTS)
+
+
+def run_distill_general(args) -> int:
+    from slimbert.recipes.distill_general import DistillGeneralConfig, distill_general, train_defaults
+
+    config = build(DistillGeneralConfig, args)
+    results = distill_general(config, build_train(args, train_defaults(config)))
     last = results["history"][-1] if results["history"] else {}
     print(f"general distillation: {results['train_examples']} lines, losses {results['loss_weights']}, "
-          f"final train loss {last.get('train_loss', float('nan')):.4f}; student saved to {args.out}")
+          f"final train loss {last.get('train_loss', float('nan')):.4f}; student saved to {config.out}")
     return 0
 
 
-def cmd_report(args) -> int:
-    import torch
+def options_prune(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.prune import RECOVERY_LR, PruneConfig
 
-    from slimbert.evaluation.report import measure, write_report
+    add_options(p, PruneConfig)
+    _data_options(p, "train,dev")
+    # recovery trains for --recover-epochs
+    _train_options(p, {"lr": RECOVERY_LR}, exclude=("epochs",))
 
-    runs = [Path(r) for r in args.runs]
-    for r in runs:
-        if not (r / "config.json").exists():
-            raise SlimbertError(f"{r}: not a checkpoint directory (no config.json)")
-    teacher = args.teacher
-    if teacher is None:
-        named = {json.loads((r / "results.json").read_text()).get("teacher") for r in runs
-                 if (r / "results.json").exists()} - {None}
-        if len(named) != 1:
-            raise SlimbertError("give --teacher: the runs name " + (", ".join(sorted(named)) or "no teacher"))
-        teacher = named.pop()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data = _dev_data_for(args, teacher)
-    rows = measure(runs, Path(teacher), data, rounds=args.rounds, progress=not args.no_progress,
-                   backends=tuple(args.backend), threads=args.threads)
-    summary = write_report(rows, data, args.out, args.rounds)
-    print((Path(args.out) / "report.md").read_text(), end="")
-    print(f"wrote {Path(args.out) / 'report.md'}, report.json and report.png ({len(summary)} rows)")
+
+def run_prune(args) -> int:
+    from slimbert.recipes.common import load_data
+    from slimbert.recipes.prune import PruneConfig, prune, train_defaults
+
+    config, source = build(PruneConfig, args), _data(args)
+    train = build_train(args, train_defaults(config))
+    data = load_data(source, config.splits())
+    results = prune(config, data, train)
+    metric = results["main_metric"]
+    line = (f"{data.name}: {results['parameters_before'] / 1e6:.2f} M -> "
+            f"{results['parameters_after'] / 1e6:.2f} M parameters; "
+            f"dev {metric} {results['dev_before'][metric]:.4f} -> "
+            f"{results['dev_after_pruning'][metric]:.4f} after pruning")
+    if config.recover_epochs:
+        line += (f" -> {results['dev_after_recovery']:.4f} after {config.recover_epochs} epoch(s) of "
+                 f"{results['recovery']}")
+        if results["kept"] == "pruned":
+            line += " (recovery did not help: OUT keeps the model before recovery)"
+    print(line + f"; saved to {config.out}")
     return 0
 
 
-def cmd_evaluate(args) -> int:
-    from slimbert.jobs import evaluate
+def options_quantize(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.quantize import QuantizeConfig
 
-    data = _dev_data_for(args, args.model)
-    metrics = evaluate(args.model, data, args.batch_size, args.max_length, args.precision, args.device)
+    add_options(p, QuantizeConfig)
+    _data_options(p, "train")
+
+
+def run_quantize(args) -> int:
+    from slimbert.checkpoint import load_config
+    from slimbert.recipes.common import load_data
+    from slimbert.recipes.quantize import QuantizeConfig, quantize
+
+    config, source = build(QuantizeConfig, args), _data(args)
+    calibration = load_data(source, ("train",)) if (source.task or source.train_file) else None
+    out = quantize(config, calibration)
+    what = config.dtype
+    q = load_config(out).quantization  # the scope and calibration quantize settled on
+    if q:
+        what += f" ({q['scope']} scope{', SmoothQuant-calibrated' if 'smoothquant' in q else ''})"
+    print(f"wrote the {what} model to {out}")
+    return 0
+
+
+def options_export(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.export import ExportConfig
+
+    add_options(p, ExportConfig)
+
+
+def run_export(args) -> int:
+    from slimbert.recipes.export import ExportConfig, export
+
+    files = export(build(ExportConfig, args))
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def options_bench(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.bench import BenchConfig
+
+    add_options(p, BenchConfig)
+    _data_options(p, "dev")
+
+
+def run_bench(args) -> int:
+    from slimbert.recipes.bench import BenchConfig, bench
+
+    out = bench(build(BenchConfig, args), _data(args))
+    print((out / "bench.md").read_text(), end="")
+    plot = " and bench.png" if (out / "bench.png").exists() else ""
+    print(f"wrote {out / 'bench.json'}, bench.md{plot}")
+    return 0
+
+
+def options_report(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.report import ReportConfig
+
+    add_options(p, ReportConfig)
+    _data_options(p, "dev")
+
+
+def run_report(args) -> int:
+    from slimbert.recipes.report import ReportConfig, report
+
+    config = build(ReportConfig, args)
+    summary = report(config, _data(args))
+    print((Path(config.out) / "report.md").read_text(), end="")
+    print(f"wrote {Path(config.out) / 'report.md'}, report.json and report.png ({len(summary)} rows)")
+    return 0
+
+
+def options_evaluate(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.evaluate import EvaluateConfig
+
+    add_options(p, EvaluateConfig)
+    _data_options(p, "dev")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_evaluate(args) -> int:
+    from slimbert.recipes.common import dev_data_for
+    from slimbert.recipes.evaluate import EvaluateConfig, evaluate
+
+    config, source = build(EvaluateConfig, args), _data(args)
+    data = dev_data_for(source, config.model)
+    metrics = evaluate(config, data)
     if args.json:
         print(json.dumps({"task": data.name, "examples": len(data.dev.examples), **metrics}))
     else:
@@ -240,13 +444,23 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
-    from slimbert.data.readers import read_lines
-    from slimbert.jobs import predict
+def options_predict(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.evaluate import PredictConfig
 
+    p.add_argument("file", nargs="?", help="text file, one example per line (default: stdin)")
+    add_options(p, PredictConfig)
+    p.add_argument("--format", choices=("tsv", "jsonl"), default="tsv",
+                   help="tsv: label then one probability per class; jsonl: one object per line")
+
+
+def run_predict(args) -> int:
+    from slimbert.data.readers import read_lines
+    from slimbert.recipes.evaluate import PredictConfig, predict
+
+    config = build(PredictConfig, args)
     lines = read_lines(args.file) if args.file and args.file != "-" else [
         line for line in sys.stdin if line.strip()]
-    names, records = predict(args.model, lines, args.batch_size, args.max_length, args.device)
+    names, records = predict(config, lines)
     for record in records:
         if args.format == "jsonl":
             print(json.dumps(record))
@@ -257,308 +471,192 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def cmd_vocab(args) -> int:
-    from slimbert.data.readers import read_lines, read_table
-    from slimbert.jobs import train_vocab
+def options_vocab(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.vocab import VocabConfig
 
-    texts: list[str] = []
-    for path in args.corpus:
-        if Path(path).suffix.lower() in (".tsv", ".csv", ".jsonl", ".json") and args.text_col:
-            texts += [e.text for e in read_table(path, args.text_col).examples]
-        else:
-            texts += read_lines(path)
-    chars = sum(map(len, texts))
-    tok, seconds = train_vocab(texts, args.size, args.out, lowercase=not args.cased,
-                               min_frequency=args.min_frequency)
+    add_options(p, VocabConfig)
+
+
+def run_vocab(args) -> int:
+    from slimbert.recipes.vocab import VocabConfig, read_corpus, train_vocab
+
+    config = build(VocabConfig, args)
+    texts = read_corpus(config)
+    tok, seconds = train_vocab(config, texts)
     print(f"trained a {len(tok)}-token WordPiece vocabulary on {len(texts)} lines "
-          f"({chars / 1e6:.1f} M characters) in {seconds:.2f} s; wrote {Path(args.out) / 'vocab.txt'}")
+          f"({sum(map(len, texts)) / 1e6:.1f} M characters) in {seconds:.2f} s; "
+          f"wrote {Path(config.out) / 'vocab.txt'}")
     return 0
 
 
-def _keep_layers(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    if not text.startswith("keep="):
-        raise SlimbertError(f"--layers {text}: expected keep=0,2,4")
-    try:
-        return [int(x) for x in text[len("keep="):].split(",")]
-    except ValueError:
-        raise SlimbertError(f"--layers {text}: layer numbers must be integers, e.g. keep=0,2,4") from None
+@dataclasses.dataclass(frozen=True)
+class Command:
+    help: str
+    options: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str | None = None
 
 
-def cmd_prune(args) -> int:
-    from slimbert.compress.jobs import prune
-
-    for name in ("heads", "ffn"):
-        if not 0 <= getattr(args, name) < 1:
-            raise SlimbertError(f"--{name}: the fraction to remove must be in [0, 1), got {getattr(args, name)}")
-    keep = _keep_layers(args.layers)
-    if not (args.heads or args.ffn or keep):
-        raise SlimbertError("nothing to prune: give --heads, --ffn and/or --layers keep=...")
-    data = _task_data(args, ("train", "dev") if (args.heads or args.ffn or args.recover_epochs) else ("dev",),
-                      max_train=args.max_train_examples)
-    recover = None
-    if args.recover_epochs:
-        args.epochs = args.recover_epochs
-        recover = _train_config(args, 5e-5)
-    results = prune(args.model, data, args.out, args.heads, args.ffn, keep, args.importance_examples,
-                    max_length=args.max_length, recover=recover, teacher=args.teacher,
-                    seed=args.seed, progress=not args.no_progress, ffn_multiple=args.ffn_multiple)
-    metric = results["main_metric"]
-    line = (f"{data.name}: {results['parameters_before'] / 1e6:.2f} M -> {results['parameters_after'] / 1e6:.2f} M "
-            f"parameters; dev {metric} {results['dev_before'][metric]:.4f} -> "
-            f"{results['dev_after_pruning'][metric]:.4f} after pruning")
-    if recover:
-        line += f" -> {results['dev_after_recovery']:.4f} after {args.recover_epochs} epoch(s) of {results['recovery']}"
-        if results["kept"] == "pruned":
-            line += " (recovery did not help: OUT keeps the model before recovery)"
-    print(line + f"; saved to {args.out}")
-    return 0
-
-
-def cmd_quantize(args) -> int:
-    from slimbert.checkpoint import load_config
-    from slimbert.compress.jobs import quantize
-
-    calibrate = args.task or args.train_file
-    if calibrate and args.dtype != "int8":
-        raise SlimbertError("calibration data (--task/--train-file) applies to int8 only")
-    data = _task_data(args, ("train",), max_train=None) if calibrate else None
-    out = quantize(args.model, args.out, args.dtype, args.int8_scope, data, args.calibration_examples,
-                   args.smoothquant_alpha, args.max_length)
-    what = args.dtype
-    q = load_config(out).quantization  # the scope and calibration quantize settled on
-    if q:
-        what += f" ({q['scope']} scope{', SmoothQuant-calibrated' if 'smoothquant' in q else ''})"
-    print(f"wrote the {what} model to {out}")
-    return 0
-
-
-def cmd_export(args) -> int:
-    from slimbert.compress.jobs import export
-
-    files = export(args.model, args.format, args.out, args.int8)
-    print("wrote " + ", ".join(str(f) for f in files))
-    return 0
-
-
-def cmd_bench(args) -> int:
-    from slimbert.evaluation.bench_run import run_bench, write_bench
-
-    models = [Path(m) for m in args.model]
-    data = _dev_data_for(args, args.model[0])
-    if data.dev is None:
-        raise SlimbertError("bench times real dev sentences: give --task (and --data-dir) or --dev-file")
-    seq_lens = tuple(int(x) for x in args.seq_lens.split(","))
-    backends = args.backend or ["torch"]
-    rows, meta = run_bench(models, backends, data, seq_lens, args.batch_size, args.rounds, args.threads,
-                           memory=not args.no_memory, references=not args.no_references,
-                           progress=not args.no_progress, max_length=args.max_length)
-    out = write_bench(rows, meta, args.out)
-    print((out / "bench.md").read_text(), end="")
-    print(f"wrote {out / 'bench.json'}, bench.md" + (" and bench.png" if (out / "bench.png").exists() else ""))
-    return 0
+COMMANDS = {
+    "finetune": Command("fine-tune a BERT on a classification or regression task",
+                        options_finetune, run_finetune),
+    "distill": Command("distil a fine-tuned teacher into a smaller student on a task",
+                       options_distill, run_distill,
+                       "Task-specific distillation. Loss weights default to soft-target cross-entropy for "
+                       "BERT students and logit MSE for bilstm/cnn students."),
+    "distill-general": Command("task-agnostic distillation of a pre-trained BERT on raw text",
+                               options_distill_general, run_distill_general,
+                               "DistilBERT's triple loss (soft CE 5, MLM 2, hidden cosine 1) when the "
+                               "teacher has an MLM head; hidden-state MSE and attention KL on mapped layers "
+                               "when it is a bare encoder. Inputs are masked dynamically, 80/10/10."),
+    "report": Command("teacher and students side by side: accuracy, size, latency, throughput; Markdown, "
+                      "JSON and a PNG plot", options_report, run_report),
+    "prune": Command("remove attention heads, feed-forward neurons and/or layers, then optionally recover "
+                     "accuracy", options_prune, run_prune,
+                     "Structured pruning: heads and neurons are ranked by importance (Michel et al. 2019) "
+                     "on a sample of the training set and the least important removed; the model becomes "
+                     "physically smaller and config.json records it."),
+    "quantize": Command("int8 (dynamic) or bf16 copy of a checkpoint, for CPU serving",
+                        options_quantize, run_quantize),
+    "export": Command("export to ONNX, or to a checkpoint stock transformers loads",
+                      options_export, run_export),
+    "bench": Command("latency, throughput, memory and size of checkpoints x backends",
+                     options_bench, run_bench,
+                     "Every model and backend is timed round-robin on the same real dev sentences; Hugging "
+                     "Face transformers and ONNX Runtime on the same weights are measured in every run as "
+                     "references."),
+    "evaluate": Command("score a fine-tuned model on a task's dev split", options_evaluate, run_evaluate),
+    "predict": Command("label each line of a file (or stdin); a tab separates a pair",
+                       options_predict, run_predict),
+    "vocab": Command("train a WordPiece vocabulary", options_vocab, run_vocab),
+}
 
 
 # ----------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="slimbert", description=__doc__.split(":", 1)[0] + ": make "
-                                     "BERT-style Transformers small and fast.")
+def build_parser(only: str | None = None) -> ArgumentParser:
+    """The parser of every command; with `only`, just that command's options are added (the
+    others' recipes are not imported), which keeps `slimbert --help` and each command fast."""
+    parser = ArgumentParser(prog="slimbert",
+                            description="slimbert: make BERT-style Transformers small and fast.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("finetune", help="fine-tune a BERT on a classification or regression task")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"checkpoint dir, Hugging Face BERT dir, or bundled:NAME (default: {DEFAULT_MODEL})")
-    p.add_argument("--out", required=True, help="output directory (best model; last/ for --resume)")
-    _add_data_args(p, "train,dev")
-    p.add_argument("--max-train-examples", type=_positive_int, help="use only the first N training rows")
-    p.add_argument("--layerdrop", type=float,
-                   help="LayerDrop: skip each layer with this probability while training, so layers "
-                   "can be dropped later (slimbert prune --layers keep=...)")
-    _add_train_args(p, epochs=3, lr=5e-5)
-    p.set_defaults(func=cmd_finetune)
-
-    p = sub.add_parser("distill", help="distil a fine-tuned teacher into a smaller student on a task",
-                       description="Task-specific distillation. Loss weights default to soft-target "
-                       "cross-entropy for BERT students and logit MSE for bilstm/cnn students.")
-    p.add_argument("--teacher", required=True, help="fine-tuned teacher checkpoint directory")
-    p.add_argument("--student", required=True,
-                   help="bert:layers=N[,hidden=H[,heads=A]] | bilstm[:hidden=300,mlp=400,embeddings=teacher] "
-                   "| cnn[:filters=100,widths=3-4-5,embeddings=teacher] | a checkpoint directory")
-    p.add_argument("--init-layers", help="teacher layers to initialise a bert student from, e.g. 0,2,4 "
-                   "(default: evenly spaced, every other layer for half the depth)")
-    p.add_argument("--out", required=True, help="output directory (best student; last/ for --resume)")
-    _add_data_args(p, "train,dev")
-    p.add_argument("--max-train-examples", type=_positive_int, help="use only the first N training rows")
-    g = p.add_argument_group("losses (explicit weights; any weight given sets the others to 0)")
-    g.add_argument("--labels-only", action="store_true",
-                   help="train the student on gold labels alone (the no-teacher baseline)")
-    g.add_argument("--hard-weight", type=float, help="gold-label cross-entropy")
-    g.add_argument("--soft-weight", type=float, help="soft-target cross-entropy with the teacher, x T^2")
-    g.add_argument("--logit-mse-weight", type=float, help="squared distance to the teacher's logits")
-    g.add_argument("--hidden-weight", type=float, help="hidden states of mapped layers (BERT students)")
-    g.add_argument("--attention-weight", type=float, help="attention maps of mapped layers (BERT students)")
-    g.add_argument("--hidden-loss", choices=("cosine", "mse"), default="cosine")
-    g.add_argument("--temperature", type=float, default=2.0, help="softmax temperature T (default: 2)")
-    g.add_argument("--layer-map", help="student:teacher layer pairs, e.g. 0:1,1:3,2:5 (default: uniform)")
-    g = p.add_argument_group("augmentation (Tang et al. 2019)")
-    g.add_argument("--augment", type=int, default=0, metavar="N",
-                   help="add up to N distinct augmented copies of every training example (default: 0)")
-    g.add_argument("--p-mask", type=float, default=0.1, help="per word: replace by [MASK] (default: 0.1)")
-    g.add_argument("--p-pos", type=float, default=0.1,
-                   help="per word: replace by a word of the same POS tag (default: 0.1; 0 needs no tagger)")
-    g.add_argument("--p-ngram", type=float, default=0.25, help="per copy: keep one n-gram, n in 1..5 (default: 0.25)")
-    g.add_argument("--augment-seed", type=int, default=0)
-    p.add_argument("--cache-dir", help="cache for teacher logits and augmented sets "
-                   "(default: $SLIMBERT_CACHE or ~/.cache/slimbert)")
-    p.add_argument("--layerdrop", type=float, help="LayerDrop probability for a bert student")
-    _add_train_args(p, epochs=3, lr=None)
-    p.set_defaults(func=cmd_distill)
-
-    p = sub.add_parser("distill-general", help="task-agnostic distillation of a pre-trained BERT on raw text",
-                       description="DistilBERT's triple loss (soft CE 5, MLM 2, hidden cosine 1) when the "
-                       "teacher has an MLM head; hidden-state MSE and attention KL on mapped layers when it "
-                       "is a bare encoder. Inputs are masked dynamically, 80/10/10.")
-    p.add_argument("--teacher", default=DEFAULT_MODEL, help=f"pre-trained BERT (default: {DEFAULT_MODEL})")
-    p.add_argument("--student", required=True, help="bert:layers=N[,hidden=H] or a checkpoint directory")
-    p.add_argument("--init-layers", help="teacher layers to copy, e.g. 0,2,4")
-    p.add_argument("--corpus", nargs="+", required=True, help="plain-text files, one passage per line")
-    p.add_argument("--out", required=True)
-    p.add_argument("--max-length", type=_positive_int, default=128)
-    p.add_argument("--max-examples", type=_positive_int, help="use only the first N lines")
-    p.add_argument("--mlm-probability", type=float, default=0.15)
-    p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--layer-map", help="student:teacher layer pairs (default: last:last with an MLM "
-                   "teacher, uniform otherwise)")
-    for name in ("soft", "mlm", "hidden", "attention"):
-        p.add_argument(f"--{name}-weight", type=float)
-    _add_train_args(p, epochs=1, lr=None)
-    p.set_defaults(func=cmd_distill_general)
-
-    p = sub.add_parser("report", help="teacher and students side by side: accuracy, size, latency, "
-                       "throughput; Markdown, JSON and a PNG plot")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
-                   help="student checkpoint dirs; NAME-s1, NAME-s2, ... are seeds of one row")
-    p.add_argument("--teacher", help="teacher checkpoint (default: the one the runs' results.json name)")
-    p.add_argument("--out", required=True, help="directory for report.md, report.json, report.png")
-    _add_data_args(p, "dev")
-    p.add_argument("--backend", nargs="+", default=["torch"], choices=BACKENDS,
-                   help="serve every run (and the teacher) with each of these, one row each; e.g. "
-                   "torch torch-bf16 onnxruntime-int8 puts bf16 and int8 on the plot (default: torch)")
-    p.add_argument("--rounds", type=_positive_int, default=3, help="timing rounds (default: 3)")
-    p.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("prune", help="remove attention heads, feed-forward neurons and/or layers, "
-                       "then optionally recover accuracy",
-                       description="Structured pruning: heads and neurons are ranked by importance "
-                       "(Michel et al. 2019) on a sample of the training set and the least important "
-                       "removed; the model becomes physically smaller and config.json records it.")
-    p.add_argument("--model", required=True, help="fine-tuned checkpoint directory")
-    p.add_argument("--heads", type=float, default=0.0, help="fraction of all attention heads to remove")
-    p.add_argument("--ffn", type=float, default=0.0, help="fraction of all feed-forward neurons to remove")
-    p.add_argument("--ffn-multiple", type=_positive_int, default=64,
-                   help="each layer keeps a multiple of this many neurons, which matmul kernels run "
-                   "fastest (default: 64; 1 keeps the exact fraction)")
-    p.add_argument("--layers", help="layers to keep, e.g. keep=0,2,4 (best after --layerdrop training)")
-    p.add_argument("--importance-examples", type=_positive_int, default=2048,
-                   help="training examples to score importance on (default: 2048)")
-    p.add_argument("--out", required=True, help="output directory (the pruned model; with recovery "
-                   "the better of recovered and unrecovered on dev, and the unrecovered one in OUT/pruned)")
-    p.add_argument("--recover-epochs", type=int, default=0,
-                   help="fine-tune (or, with --teacher, distil) this many epochs after pruning")
-    p.add_argument("--teacher", help="recover by distilling from this model (usually the unpruned --model)")
-    p.add_argument("--max-train-examples", type=_positive_int,
-                   help="use only the first N training rows (importance sample and recovery)")
-    _add_data_args(p, "train,dev")
-    _add_train_args(p, epochs=1, lr=5e-5)
-    p.set_defaults(func=cmd_prune)
-
-    p = sub.add_parser("quantize", help="int8 (dynamic) or bf16 copy of a checkpoint, for CPU serving")
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--dtype", choices=("int8", "bf16"), default="int8",
-                   help="int8: dynamic quantization of Linear layers (default); bf16: bfloat16 weights")
-    p.add_argument("--int8-scope", choices=("attention", "all"),
-                   help="attention: attention projections, pooler and classifier; feed-forward kept fp32. "
-                   "all: every Linear (about 1.5x faster than fp32). Default: all with calibration data, "
-                   "attention without")
-    p.add_argument("--calibration-examples", type=_positive_int, default=512,
-                   help="int8 with --task/--train-file: training examples SmoothQuant calibrates on (default: 512)")
-    p.add_argument("--smoothquant-alpha", type=float, default=0.9,
-                   help="how much of the activations' range SmoothQuant moves into the weights (default: 0.9)")
-    _add_data_args(p, "train")
-    p.set_defaults(func=cmd_quantize)
-
-    p = sub.add_parser("export", help="export to ONNX, or to a checkpoint stock transformers loads")
-    p.add_argument("--model", required=True)
-    p.add_argument("--format", choices=("onnx", "hf"), required=True)
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--int8", action="store_true", help="onnx: also write model_int8.onnx (ONNX Runtime int8)")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("bench", help="latency, throughput, memory and size of checkpoints x backends",
-                       description="Every model and backend is timed round-robin on the same real dev "
-                       "sentences; Hugging Face transformers and ONNX Runtime on the same weights are "
-                       "measured in every run as references.")
-    p.add_argument("--model", nargs="+", required=True, help="checkpoint directories (slimbert or transformers)")
-    p.add_argument("--backend", nargs="+", choices=BACKENDS,
-                   help="backends to time (default: torch; hf and onnxruntime are always added)")
-    p.add_argument("--no-references", action="store_true", help="do not add the hf and onnxruntime rows")
-    p.add_argument("--out", default="bench", help="directory for bench.json, bench.md, bench.png")
-    _add_data_args(p, "dev")
-    p.add_argument("--seq-lens", default="16,32,128", help="batch-1 latency lengths (default: 16,32,128)")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="throughput batch (default: 32)")
-    p.add_argument("--rounds", type=_positive_int, default=3)
-    p.add_argument("--threads", type=_positive_int, help="torch / ONNX Runtime threads (default: torch's choice)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe (a process per row)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("evaluate", help="score a fine-tuned model on a task's dev split")
-    p.add_argument("--model", required=True)
-    _add_data_args(p, "dev")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("predict", help="label each line of a file (or stdin); a tab separates a pair")
-    p.add_argument("--model", required=True)
-    p.add_argument("file", nargs="?", help="text file, one example per line (default: stdin)")
-    p.add_argument("--format", choices=("tsv", "jsonl"), default="tsv",
-                   help="tsv: label then one probability per class; jsonl: one object per line")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument("--max-length", type=_positive_int, default=128)
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("vocab", help="train a WordPiece vocabulary")
-    p.add_argument("--corpus", nargs="+", required=True,
-                   help="text files, one document per line (or .tsv/.csv/.jsonl with --text-col)")
-    p.add_argument("--text-col", help="column to read from .tsv/.csv/.jsonl corpus files")
-    p.add_argument("--size", type=_positive_int, required=True, help="vocabulary size")
-    p.add_argument("--out", required=True, help="directory to write vocab.txt into")
-    p.add_argument("--cased", action="store_true", help="keep case (default: lower-case)")
-    p.add_argument("--min-frequency", type=_positive_int, default=2)
-    p.set_defaults(func=cmd_vocab)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.description or command.help)
+        if only is None or only == name:
+            p.add_argument("--config", metavar="FILE",
+                           help="read options from a JSON or YAML mapping of option names to values; "
+                           "options on the command line win")
+            command.options(p)
+        p.set_defaults(command_run=command.run)
     return parser
 
 
+def command_parser(parser: ArgumentParser, name: str) -> ArgumentParser:
+    """The parser of command `name` in `parser` (from build_parser)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
+
+
+def _command_in(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _read_config(path: str) -> dict:
+    """The mapping in JSON or YAML file `path`; what is wrong with it is a ConfigError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        if Path(path).suffix.lower() in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ConfigError("reading YAML needs PyYAML (pip install pyyaml)") from None
+            try:
+                values = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise ConfigError(str(e)) from None
+        else:
+            values = json.loads(text)
+    except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+        raise ConfigError(str(e)) from None
+    if not isinstance(values, dict):
+        raise ConfigError("expected a mapping of option names to values")
+    return values
+
+
+def apply_config(p: ArgumentParser, path: str) -> None:
+    """Make the values of config file `path` the defaults of command parser `p`. Keys are option
+    names, with - or _ (`batch-size`, `batch_size`); a --no-X flag is `no-X: true` or `X: false`."""
+    try:
+        values = _read_config(path)
+    except ConfigError as e:
+        p.error(f"--config {path}: {e}")
+    options: dict[str, tuple[argparse.Action, bool]] = {}  # name -> (action, whether it is the flag's name)
+    for action in p._actions:
+        if action.option_strings and action.dest not in ("help", "config"):
+            for flag in action.option_strings:
+                options[flag.lstrip("-").replace("_", "-")] = (action, True)
+            options.setdefault(action.dest.replace("_", "-"), (action, False))
+    for key, value in values.items():
+        name = str(key).replace("_", "-")
+        if name not in options:
+            p.error(f"--config {path}: unknown option '{key}'")
+        action, is_flag = options[name]
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            if not isinstance(value, bool):
+                p.error(f"--config {path}: {key}: expected true or false, got {value!r}")
+            if is_flag:
+                value = action.const if value else not action.const
+        elif value is not None:
+            items = value if isinstance(value, list) else [value]
+            if action.type is _ints and isinstance(value, list):
+                items = [",".join(map(str, value))]
+            if action.nargs is None and len(items) != 1:
+                p.error(f"--config {path}: {key}: expected one value, got {value!r}")
+            try:
+                items = [action.type(str(v)) if action.type else str(v) for v in items]
+            except argparse.ArgumentTypeError as e:
+                p.error(f"--config {path}: {key}: {e}")
+            for item in items:
+                if action.choices is not None and item not in action.choices:
+                    choices = ", ".join(map(str, action.choices))
+                    p.error(f"--config {path}: {key}: {item!r} is not one of {choices}")
+            value = items if action.nargs in ("+", "*") else items[0]
+        p.set_defaults(**{action.dest: value})
+        action.required = False
+
+
+def _config_path(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The --config FILE of `argv`, and argv without it."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1], argv[:i] + argv[i + 2:]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
+    return None, argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run a command; returns the exit status (0, or 2 after a one-line error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command_in(argv)
+    parser = build_parser(only=command if command in COMMANDS else "")
+    try:
+        config, argv = _config_path(argv)
+        if config is not None and command in COMMANDS:
+            apply_config(command_parser(parser, command), config)
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits after --help (0) and after a usage error (2)
+        return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        return args.command_run(args)
     except SlimbertError as e:
-        print(f"slimbert {args.command}: error: {e}", file=sys.stderr)
+        print(f"slimbert {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"slimbert {args.command}: interrupted", file=sys.stderr)

@@ -172,9 +172,5 @@ class Tokenizer:
         """The WordPiece tokens of `text`, without [CLS]/[SEP]."""
         return self._tok.encode(text, add_special_tokens=False).tokens
 
-    def convert_tokens_to_ids(self, tokens: Sequence[str]) -> list[int]:
-        unk = self.vocab["[UNK]"]
-        return [self.vocab.get(t, unk) for t in tokens]
-
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)

@@ -229,12 +229,6 @@ def prune_ffn(model: nn.Module, neurons: Units) -> nn.Module:
     return new
 
 
-def set_layerdrop(model: nn.Module, p: float) -> None:
-    """Train `model` (in place) with LayerDrop probability `p` (see `BertModel.set_layerdrop`)."""
-    _layers(model)
-    model.set_layerdrop(p)
-
-
 def drop_layers(model: nn.Module, keep: list[int]) -> nn.Module:
     """A copy of `model` with only the layers `keep` (in that order); best after LayerDrop training."""
     _layers(model)

@@ -63,8 +63,8 @@ StudentSpec = BertStudentSpec | BiLSTMStudentSpec | CNNStudentSpec | CheckpointS
 _KINDS = {"bert": BertStudentSpec, "bilstm": BiLSTMStudentSpec, "cnn": CNNStudentSpec}
 
 
-def parse_student_spec(text: str, init_layers: str | None = None) -> StudentSpec:
-    """Parse `--student` (and `--init-layers`, for bert students)."""
+def parse_student_spec(text: str, init_layers: tuple[int, ...] | None = None) -> StudentSpec:
+    """Parse `--student`; `init_layers` (teacher layers to copy) applies to bert students."""
     kind, _, rest = text.partition(":")
     if kind not in _KINDS:
         if Path(text).is_dir():
@@ -99,10 +99,7 @@ def parse_student_spec(text: str, init_layers: str | None = None) -> StudentSpec
             if values.get("hidden") is not None:
                 raise StudentSpecError("--init-layers copies teacher layers, which needs the teacher's "
                                        "width: drop hidden= from --student")
-            try:
-                values["init_layers"] = tuple(int(i) for i in init_layers.split(","))
-            except ValueError:
-                raise StudentSpecError(f"--init-layers '{init_layers}': expected layer numbers like 0,2,4") from None
+            values["init_layers"] = tuple(init_layers)
     elif init_layers:
         raise StudentSpecError(f"--init-layers applies to bert:layers=N students, not {kind}")
     try:

@@ -14,6 +14,7 @@ checkpoint serves exactly the same weights.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +22,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from slimbert.checkpoint import export_hf, load_model, load_tokenizer, save_checkpoint
+from slimbert.checkpoint import load_model, load_tokenizer, save_checkpoint
+from slimbert.compress.export import export_hf
 from slimbert.compress.export import OnnxModel, export_onnx, quantize_onnx
 from slimbert.compress.quantize import is_int8, quantize_int8, to_bf16
-from slimbert.config import BertConfig
+from slimbert.config import BACKENDS, BertConfig
 from slimbert.errors import SlimbertError
 
-BACKENDS = ("torch", "torch-int8", "torch-int8-all", "torch-bf16", "onnxruntime", "onnxruntime-int8", "hf")
 REFERENCES = ("hf", "onnxruntime")  # measured in every run, where the model allows
+# What a backend needs installed beyond torch (the dynamo ONNX exporter needs onnxscript).
+LIBRARIES = {"onnxruntime": ("onnx", "onnxscript", "onnxruntime"),
+             "onnxruntime-int8": ("onnx", "onnxscript", "onnxruntime"), "hf": ("transformers",)}
 
 
 class BackendUnavailable(SlimbertError):
@@ -58,10 +62,8 @@ def _torch_forward(model: nn.Module) -> Callable[..., torch.Tensor]:
 
 
 def _hf_model(directory: Path) -> nn.Module:
-    try:
-        import transformers
-    except ImportError:
-        raise BackendUnavailable("the hf backend needs `pip install transformers`") from None
+    import transformers  # build() checked that it is installed
+
     config = transformers.AutoConfig.from_pretrained(directory)
     arch = (config.architectures or ["BertModel"])[0]
     cls = getattr(transformers, arch)
@@ -75,10 +77,18 @@ def _hf_forward(model: nn.Module) -> Callable[..., torch.Tensor]:
     return forward
 
 
-def build(checkpoint: str | Path, backend: str, workdir: Path) -> None:
-    """Write what `backend` serves `checkpoint` from into `workdir` (nothing for torch)."""
+def check_backend(backend: str) -> None:
+    """Raise SlimbertError for an unknown backend, BackendUnavailable if what it needs is not installed."""
     if backend not in BACKENDS:
         raise SlimbertError(f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}")
+    missing = [name for name in LIBRARIES.get(backend, ()) if importlib.util.find_spec(name) is None]
+    if missing:
+        raise BackendUnavailable(f"the {backend} backend needs `pip install {' '.join(missing)}`")
+
+
+def build(checkpoint: str | Path, backend: str, workdir: Path) -> None:
+    """Write what `backend` serves `checkpoint` from into `workdir` (nothing for torch)."""
+    check_backend(backend)
     if backend == "torch":
         return
     model = load_model(checkpoint)

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.benchmark import Timer
 
 from slimbert.checkpoint import WEIGHTS_NAME, resolve
-from slimbert.data.batching import EncodedDataset, collate, length_bucketed_batches
-from slimbert.training.objectives import model_inputs
+from slimbert.data.batching import EncodedDataset, collate, model_inputs
+from slimbert.models import count_parameters
 
 
 @dataclass
@@ -25,14 +26,11 @@ class SizeInfo:
 
 
 def size_of(model: nn.Module, checkpoint: str | Path) -> SizeInfo:
-    """Parameter count (tied weights once; int8 weights too, which are not `nn.Parameter`s) and
-    the bytes of the checkpoint's weights file(s)."""
-    from slimbert.compress.quantize import int8_weight_count
-
+    """Parameter count (`count_parameters`: tied weights once, int8 weights too) and the bytes
+    of the checkpoint's weights file(s)."""
     directory = resolve(checkpoint)
     files = list(directory.glob("*.safetensors")) or [directory / WEIGHTS_NAME]
-    params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()) + int8_weight_count(model)
-    return SizeInfo(params, sum(f.stat().st_size for f in files if f.exists()))
+    return SizeInfo(count_parameters(model), sum(f.stat().st_size for f in files if f.exists()))
 
 
 def latency_batch(data: EncodedDataset, seq_len: int, pad_id: int, n: int = 32) -> list[dict[str, torch.Tensor]]:
@@ -66,12 +64,6 @@ def measure_latency(model, inputs: list[dict[str, torch.Tensor]], warmup: int = 
     return times
 
 
-def throughput_batches(data: EncodedDataset, batch_size: int, pad_id: int) -> list[dict[str, torch.Tensor]]:
-    """The whole dataset in length-sorted, dynamically padded batches (as served)."""
-    order = length_bucketed_batches(data.lengths, batch_size, seed=0, epoch=0, shuffle=False)
-    return [collate(data, idx, pad_id) for idx in order]
-
-
 @torch.inference_mode()
 def timed_pass(forward, batches: list[dict[str, torch.Tensor]], warmup: int = 2) -> tuple[float, torch.Tensor]:
     """Sequences per second over one pass of `batches` (after `warmup` batches), and the logits
@@ -85,14 +77,6 @@ def timed_pass(forward, batches: list[dict[str, torch.Tensor]], warmup: int = 2)
         outputs.append(forward(**model_inputs(batch)))
     seconds = time.perf_counter() - t0
     return n / seconds, torch.cat([o.float() for o in outputs]) if outputs[0].dim() == 2 else torch.empty(0)
-
-
-def percentile(xs: list[float], q: float) -> float:
-    """The q-th percentile (0..100) by linear interpolation."""
-    s = sorted(xs)
-    k = (len(s) - 1) * q / 100
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 # ------------------------------------------------------------------ slimbert bench
@@ -118,18 +102,14 @@ def forward_flops(config, batches: list[dict[str, torch.Tensor]]) -> float | Non
     return total
 
 
-def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 20) -> float:
-    """The machine's measured matmul peak for `dtype` (best of `repeats` n x n x n products)."""
+def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, min_run_time: float = 1.0) -> float:
+    """The machine's measured matmul peak for `dtype`: the best block of n x n x n products
+    that `torch.utils.benchmark` times (after its warm-up) for `min_run_time` seconds, on the
+    threads torch uses now (the Timer's own default would be one)."""
     a = torch.randn(n, n).to(dtype)
     b = torch.randn(n, n).to(dtype)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    timer = Timer("a @ b", globals={"a": a, "b": b}, num_threads=torch.get_num_threads())
+    return 2 * n ** 3 / min(timer.blocked_autorange(min_run_time=min_run_time).times) / 1e9
 
 
 def peak_memory_mb(checkpoint: Path, backend: str, workdir: Path, batch_size: int, seq_len: int,

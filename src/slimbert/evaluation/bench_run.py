@@ -18,16 +18,17 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from slimbert.checkpoint import load_config, load_model, load_tokenizer
-from slimbert.data.batching import encode_examples
-from slimbert.errors import CheckpointError
+from slimbert.data.batching import encode_examples, throughput_batches
+from slimbert.errors import CheckpointError, SlimbertError
 from slimbert.data.sources import TaskData
-from slimbert.evaluation.backends import REFERENCES, BackendUnavailable, build, load
+from slimbert.evaluation.backends import REFERENCES, BackendUnavailable, build, check_backend, load
 from slimbert.evaluation.bench import (forward_flops, latency_batch, matmul_peak_gflops, measure_latency,
-                                       peak_memory_mb, percentile, size_of, throughput_batches, timed_pass)
+                                       peak_memory_mb, size_of, timed_pass)
 from slimbert.evaluation.metrics import compute_metrics
 from slimbert.io import atomic_write, atomic_write_text
 
@@ -59,14 +60,18 @@ def run_bench(checkpoints: list[Path], backends: list[str], data: TaskData, seq_
               batch_size: int = 32, rounds: int = 3, threads: int | None = None, memory: bool = True,
               references: bool = True, progress: bool = True, max_length: int = 128) -> tuple[list[BenchRow], dict]:
     """Measure every checkpoint with every backend (and the references); returns the rows and
-    the run's metadata, with the machine's measured matmul peaks."""
+    the run's metadata, with the machine's measured matmul peaks (float32, and bfloat16 when a
+    row serves in bf16). A requested backend that is unknown or not installed is an error; a
+    reference that is not installed is listed in meta["skipped"]."""
+    for backend in backends:
+        check_backend(backend)
     pairs = []
     for ckpt in checkpoints:
         wanted = list(backends) + [b for b in REFERENCES if references and b not in backends]
         pairs += [(ckpt, b) for b in wanted]
     rows, meta = measure_pairs(pairs, data, seq_lens, batch_size, rounds, threads, memory, progress, max_length)
-    meta["matmul_peak_gflops"] = {str(dtype).replace("torch.", ""): matmul_peak_gflops(dtype)
-                                  for dtype in (torch.float32, torch.bfloat16)}
+    dtypes = [torch.float32] + ([torch.bfloat16] if any(r.dtype in ("bf16", "bfloat16") for r in rows) else [])
+    meta["matmul_peak_gflops"] = {str(dtype).replace("torch.", ""): matmul_peak_gflops(dtype) for dtype in dtypes}
     return rows, meta
 
 
@@ -78,6 +83,8 @@ def measure_pairs(pairs: list[tuple[Path, str]], data: TaskData, seq_lens=SEQ_LE
 
     Dev examples are encoded up to `max_length` tokens (as in training) for throughput and
     accuracy; latency inputs are cut or repeated to each of `seq_lens`."""
+    for ckpt in dict.fromkeys(ckpt for ckpt, _ in pairs):
+        load_config(ckpt)  # a missing or unreadable checkpoint fails here, before any work
     if threads:
         torch.set_num_threads(threads)
     tokenizer = load_tokenizer(pairs[0][0])
@@ -111,6 +118,9 @@ def _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch
             parameters[ckpt] = size_of(load_model(ckpt), ckpt).parameters
         served[(ckpt, backend)] = (s, workdir, configs[ckpt])
         rows[(ckpt, backend)] = BenchRow(str(ckpt), backend, s.dtype, parameters[ckpt], s.file_bytes)
+    if not rows:
+        why = "; ".join(f"{s['model']} with {s['backend']}: {s['why']}" for s in skipped)
+        raise SlimbertError(f"no model could be served: {why}")
 
     latencies: dict = {key: {n: [] for n in seq_lens} for key in served}
     bar = tqdm(total=rounds * len(served), desc="timing", disable=not progress)
@@ -129,8 +139,9 @@ def _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch
     for key, (s, workdir, config) in served.items():
         row = rows[key]
         row.throughput = statistics.median(row.throughput_rounds)
-        row.latency_ms = {n: {"p50": 1e3 * percentile(latencies[key][n], 50),
-                              "p90": 1e3 * percentile(latencies[key][n], 90)} for n in seq_lens}
+        for n in seq_lens:
+            p50, p90 = np.percentile(latencies[key][n], (50, 90)).tolist()
+            row.latency_ms[n] = {"p50": 1e3 * p50, "p90": 1e3 * p90}
         flops = forward_flops(config, batches)
         if flops is not None:
             row.gflops = flops * row.throughput / sum(len(b["input_ids"]) for b in batches) / 1e9

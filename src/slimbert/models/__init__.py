@@ -1,19 +1,20 @@
-"""The models: BERT (bert.py) and the small BiLSTM / CNN students (students.py)."""
+"""The models: BERT (bert.py) and the small BiLSTM / CNN students (bilstm_cnn.py)."""
 
 from __future__ import annotations
 
 from torch import nn
+from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
 from slimbert.config import BertConfig, ModelConfig
-from slimbert.models import bert, students
+from slimbert.models import bert, bilstm_cnn
 
 
 def build_model(config: ModelConfig) -> nn.Module:
     """A freshly initialised model of the family and head `config` describes."""
     if isinstance(config, BertConfig):
         return bert.build_model(config)
-    if type(config) in students.STUDENT_CLASSES:
-        return students.STUDENT_CLASSES[type(config)](config)
+    if type(config) in bilstm_cnn.STUDENT_CLASSES:
+        return bilstm_cnn.STUDENT_CLASSES[type(config)](config)
     raise TypeError(f"no model for config type {type(config).__name__}")
 
 
@@ -24,3 +25,14 @@ def set_config(model: nn.Module, config: ModelConfig) -> None:
     for module in model.modules():
         if getattr(module, "config", None) is old:
             module.config = config
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Weights in `model`: its parameters (tied ones once) plus the weights and biases of its
+    dynamically quantized int8 Linear layers, which PyTorch packs outside `parameters()`."""
+    total = sum(p.numel() for p in model.parameters())
+    for module in model.modules():
+        if isinstance(module, DynamicInt8Linear):
+            bias = module.bias()
+            total += module.weight().numel() + (0 if bias is None else bias.numel())
+    return total
