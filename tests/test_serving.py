@@ -62,9 +62,12 @@ def test_int8_agrees_with_fp32_on_sst2_dev_and_reloads_bit_for_bit(sst2_probe, s
         logits = predict_logits(quantized, sst2_dev, 0)
         agreement[name] = float((logits.argmax(-1) == reference.argmax(-1)).float().mean())
     int8 = quantized  # every Linear int8, SmoothQuant-calibrated: what `slimbert quantize --task` writes
-    assert agreement["smoothquant"] >= 0.99, f"int8 agrees with fp32 on {agreement} of SST-2 dev"
+    # On the real teacher (90% accurate) calibrated int8 agrees on 99.3% (benchmarks/int8_agreement.py).
+    # This 80%-accurate probe has more near-ties: across CPUs (AVX-512 VNNI, AVX2) and probe
+    # seeds it agreed on 98.5-99.2%, uncalibrated int8 on 96.2-97.6%.
+    assert agreement["smoothquant"] >= 0.98, f"int8 agrees with fp32 on {agreement} of SST-2 dev"
     # Calibration is what gets it there: one activation scale per tensor alone falls short.
-    assert agreement["smoothquant"] > agreement["plain"], agreement
+    assert agreement["smoothquant"] >= agreement["plain"] + 0.005, agreement
     assert not torch.equal(logits, reference)  # it did change the arithmetic
     assert int8.config.quantization["smoothquant"] == {"alpha": 0.9, "calibration_examples": 512}
 
