@@ -206,3 +206,43 @@ def test_the_cli_offers_every_serving_backend():
         sub = command_parser(build_parser(command), command)
         (action,) = [a for a in sub._actions if a.dest == "backend"]
         assert tuple(action.choices) == backends.BACKENDS
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """Every `slimbert ...` command line in the code blocks of README.md and BENCHMARKS.md, as
+    (where, argv). `[--optional parts]` are left out; the seed placeholder S becomes 1."""
+    import re
+    import shlex
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for path in (root / "README.md", root / "BENCHMARKS.md"):
+        text = "\n".join(re.findall(r"```bash\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S))
+        text = text.replace("\\\n", " ")
+        for number, line in enumerate(text.splitlines(), 1):
+            line = re.sub(r"\s#.*$", "", line)  # a trailing comment
+            match = re.search(r"(?:^|[|;&(]\s*|-m |/)slimbert (\S.*)$", line.strip())
+            if not match or line.lstrip().startswith("#"):
+                continue
+            rest = re.sub(r"\[[^\]]*\]", "", match.group(1))
+            rest = re.sub(r"(--seed |-s)S\b", r"\g<1>1", rest)
+            found.append((f"{path.name}:{number}", shlex.split(rest)))
+    return found
+
+
+DOCUMENTED = documented_commands()
+
+
+def test_documented_commands_are_found():
+    commands = {argv[0] for _, argv in DOCUMENTED}
+    assert len(DOCUMENTED) > 30 and {"finetune", "distill", "prune", "bench", "report", "quantize"} <= commands
+
+
+@pytest.mark.parametrize("where,argv", DOCUMENTED, ids=[w for w, _ in DOCUMENTED])
+def test_every_documented_command_line_still_parses(where, argv):
+    """The options the docs and scripts use are the options the CLI takes (parsing only)."""
+    parser = build_parser(only=argv[0])
+    try:
+        parser.parse_args(argv)
+    except SystemExit as e:
+        pytest.fail(f"{where}: slimbert {' '.join(argv)} -> exit {e.code}")
