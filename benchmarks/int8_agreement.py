@@ -18,7 +18,8 @@ import torch
 
 from slimbert import load_model
 from slimbert.checkpoint import load_tokenizer
-from slimbert.compress.quantize import _dynamic_quantize, quantizable_linears, quantize_int8
+from slimbert.compress.quantize import quantizable_linears, quantize_int8
+from slimbert.models.int8 import dynamic_int8
 from slimbert.data.batching import encode_examples
 from slimbert.data.sources import load_task_data
 from slimbert.inference import predict_logits
@@ -55,7 +56,7 @@ def main() -> None:
     for name, pattern in GROUPS.items():
         names = (quantizable_linears(model, "attention") if pattern is None
                  else [n for n in every if re.search(pattern, n)])
-        predictions = predict_logits(_dynamic_quantize(copy.deepcopy(model), names), dev, 0).argmax(-1)
+        predictions = predict_logits(dynamic_int8(copy.deepcopy(model), names), dev, 0).argmax(-1)
         results[name] = {"layers": len(names), "agreement": float((predictions == reference).float().mean()),
                          "accuracy": float((predictions == dev.labels).float().mean())}
         print(f"{name:28s} {len(names):3d} layers  agreement {results[name]['agreement']:.4f}  "

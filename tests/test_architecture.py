@@ -56,3 +56,22 @@ def test_the_private_import_check_can_fail(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert private_imports() == ["src/slimbert/a.py:1: slimbert.b._helper"]
+
+
+def _slimbert_imports(path: Path) -> list[tuple[int, str, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [(node.lineno, node.module, alias.name) for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "slimbert"
+            for alias in node.names]
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "benchmarks").glob("*.py")), ids=lambda p: p.name)
+def test_benchmark_scripts_import_names_that_exist(script):
+    """Every `from slimbert... import name` in a benchmark script (at any depth, so also the ones
+    inside functions) still names something: the scripts follow the package as it changes."""
+    import importlib
+
+    for line, module, name in _slimbert_imports(script):
+        imported = importlib.import_module(module)
+        assert hasattr(imported, name) or importlib.util.find_spec(f"{module}.{name}"), \
+            f"{script.name}:{line}: {module} has no {name}"
