@@ -154,7 +154,8 @@ class BertModel(BertPreTrainedBase):
         x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, H)
         # Rotary positions act inside attention; absolute ones were added to x above.
         rope_positions = position_ids if self.config.position_embedding_type == "rope" else None
-        out = self.encoder(x, padding_mask(attention_mask), positions=rope_positions,
+        mask = padding_mask(attention_mask, drop_if_unpadded=not self.training)  # no sync in training
+        out = self.encoder(x, mask, positions=rope_positions,
                            output_hidden_states=output_hidden_states, output_attentions=output_attentions)
         x = out.last_hidden_state
         return ModelOutput(

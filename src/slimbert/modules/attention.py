@@ -25,13 +25,17 @@ from slimbert.modules.kv_cache import KVCache
 from slimbert.modules.positions import RotaryEmbedding
 
 
-def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+def padding_mask(attention_mask: torch.Tensor | None, drop_if_unpadded: bool = True) -> torch.Tensor | None:
     """(B, S) 1/0 mask -> (B, 1, 1, S) boolean mask (True = may attend).
 
-    Returns None when nothing is padded, which lets SDPA take its fastest kernel. Under
+    Returns None when nothing is padded, which lets SDPA take its fastest kernel. That check
+    reads the mask on the host (a device sync); `drop_if_unpadded=False` skips it, as training
+    does, where nearly every dynamically padded batch has padding anyway. Under
     torch.compile/torch.export the mask is always kept: the check would depend on the data.
     """
-    if attention_mask is None or (not torch.compiler.is_compiling() and bool(attention_mask.all())):
+    if attention_mask is None:
+        return None
+    if drop_if_unpadded and not torch.compiler.is_compiling() and bool(attention_mask.all()):
         return None
     return attention_mask.bool()[:, None, None, :]
 
