@@ -42,3 +42,41 @@ def test_bf16_is_refused_on_a_cpu_that_only_emulates_it(monkeypatch):
 def test_bf16_on_cuda_is_never_refused(monkeypatch):
     monkeypatch.setattr(hardware, "detect_machine", lambda: AVX2_ONLY)
     check_bf16(torch.device("cuda"), "--precision bf16")
+
+
+def test_bf16_training_and_bf16_weights_are_refused_from_the_cli_on_an_avx2_cpu(monkeypatch, tiny_checkpoint,
+                                                                               tmp_path, capsys):
+    from slimbert.cli import main
+    from slimbert.training.trainer import TrainConfig
+
+    monkeypatch.setattr(hardware, "detect_machine", lambda: AVX2_ONLY)
+    with pytest.raises(ConfigError, match="^precision bf16: this CPU"):
+        TrainConfig(precision="bf16", device="cpu")
+    assert TrainConfig(precision="bf16", device="cpu", force=True).force
+    assert main(["finetune", "--model", str(tiny_checkpoint), "--train-file", "t.tsv", "--dev-file", "d.tsv",
+                 "--out", str(tmp_path / "o"), "--precision", "bf16", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "AVX2" in err and "--force" in err
+    assert main(["quantize", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "q"), "--dtype", "bf16"]) == 2
+    assert "dtype bf16: this CPU" in capsys.readouterr().err and not (tmp_path / "q").exists()
+    assert main(["quantize", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "q"), "--dtype", "bf16",
+                 "--force"]) == 0
+
+
+def test_bench_tables_carry_the_machine_line_and_mark_emulated_bf16(monkeypatch):
+    from slimbert.evaluation.bench_run import BenchRow, dtype_label, markdown
+
+    meta = {"metric": "accuracy", "seq_lens": [16], "batch_size": 32, "matmul_peak_gflops": {"float32": 17.0},
+            "task": "sst2", "dev_examples": 8, "threads": 2, "rounds": 1, "skipped": [],
+            "machine": AVX2_ONLY.as_dict()}
+    assert dtype_label("bf16", meta) == "bf16 (emulated)" and dtype_label("float32", meta) == "float32"
+    meta_native = {**meta, "machine": SAPPHIRE_RAPIDS.as_dict()}
+    assert dtype_label("bf16", meta_native) == "bf16"
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(BenchRow)}
+    row = BenchRow(**{k: v for k, v in dict(model="m", backend="torch-bf16", dtype="bf16", score=0.9,
+                                             parameters=1, file_bytes=1, throughput=10.0,
+                                             latency_ms={16: {"p50": 1.0, "p90": 1.0}}).items() if k in fields})
+    table = markdown([row], meta)
+    assert "bf16 (emulated)" in table and "Machine: AMD EPYC 7B13, AVX2, 2 threads, bf16 emulated (slow)." in table

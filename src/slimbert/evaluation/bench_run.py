@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from slimbert.checkpoint import load_config, load_model, load_tokenizer
 from slimbert.data.batching import encode_examples, throughput_batches
 from slimbert.errors import CheckpointError, SlimbertError
+from slimbert.hardware import detect_machine
 from slimbert.data.sources import TaskData
 from slimbert.evaluation.backends import REFERENCES, BackendUnavailable, build, check_backend, load
 from slimbert.evaluation.bench import (forward_flops, latency_batch, matmul_peak_gflops, measure_latency,
@@ -149,7 +150,7 @@ def _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch
             row.peak_memory_mb = peak_memory_mb(Path(key[0]), key[1], workdir, batch_size, max(seq_lens), threads)
     meta = {"task": data.name, "metric": data.main_metric, "dev_examples": n_dev, "batch_size": batch_size,
             "seq_lens": list(seq_lens), "rounds": rounds, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "skipped": skipped}
+            "torch": torch.__version__, "skipped": skipped, "machine": detect_machine().as_dict()}
     return list(rows.values()), meta
 
 
@@ -167,7 +168,7 @@ def markdown(rows: list[BenchRow], meta: dict) -> str:
             + [f"seq/s @b{meta['batch_size']}", "vs base", "peak MB", "GFLOP/s"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [model_name(r.model), r.backend, r.dtype,
+        cells = [model_name(r.model), r.backend, dtype_label(r.dtype, meta),
                  "" if r.score is None else f"{100 * r.score:.2f}",
                  f"{r.parameters / 1e6:.2f}", f"{r.file_bytes / 1e6:.1f}"]
         cells += [f"{r.latency_ms[n]['p50']:.1f}/{r.latency_ms[n]['p90']:.1f}" for n in seqs]
@@ -181,9 +182,20 @@ def markdown(rows: list[BenchRow], meta: dict) -> str:
                  f"{counted(meta['threads'], 'thread')}, "
                  f"{counted(meta['rounds'], 'round')}; ratios to {model_name(base.model)} ({base.backend}); "
                  f"measured matmul peak GFLOP/s: {peaks}.")
+    if "machine" in meta:
+        lines.append(f"Machine: {meta['machine']['line']}.")
     for s in meta["skipped"]:
         lines.append(f"- not measured: {model_name(s['model'])} with {s['backend']}: {s['why']}")
     return "\n".join(lines) + "\n"
+
+
+def dtype_label(dtype: str, meta: dict) -> str:
+    """The dtype column; bf16 on a CPU that only emulates it is marked so (its speed says little
+    about bf16 where it is native)."""
+    machine = meta.get("machine")
+    if dtype in ("bf16", "bfloat16") and machine is not None and not machine["bf16_native"]:
+        return f"{dtype} (emulated)"
+    return dtype
 
 
 def model_name(model: str) -> str:

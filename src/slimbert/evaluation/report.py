@@ -27,6 +27,7 @@ from slimbert.checkpoint import check_same_vocabulary, load_tokenizer
 from slimbert.data.sources import TaskData
 from slimbert.evaluation.bench_run import (BACKEND_MARKERS, backend_handles, counted, measure_pairs,
                                            model_name, ratio_axis)
+from slimbert.hardware import detect_machine
 from slimbert.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,13 @@ def measure(paths: list[Path], teacher: Path, data: TaskData, rounds: int = 3, b
                                    progress=progress)
     for s in meta["skipped"]:
         log.warning("%s: not served by %s (%s)", s["model"], s["backend"], s["why"])
+    native_bf16 = meta["machine"]["bf16_native"]
     rows = []
     for r in measured:
         path = Path(r.model)
         group, seed = groups[path]
-        rows.append(RunRow(r.model, group if r.backend == "torch" else f"{group} ({r.backend})", seed,
+        backend = r.backend + (", emulated" if r.backend == "torch-bf16" and not native_bf16 else "")
+        rows.append(RunRow(r.model, group if r.backend == "torch" else f"{group} ({backend})", seed,
                            r.score, r.parameters, r.file_bytes, r.latency_ms[seq_len]["p50"], r.throughput,
                            {**_results(path), "backend": r.backend}))
     return rows
@@ -139,7 +142,8 @@ def markdown(summary: list[dict], metric: str, task: str, meta: dict) -> str:
     foot = (f"\nMeasured in one process: {counted(meta['threads'], 'thread')}, torch {meta['torch']}, "
             "served in fp32 by slimbert's own model unless the row names another backend, "
             f"{counted(meta['rounds'], 'timing round')} (medians). "
-            "Std is the sample standard deviation over seeds.\n")
+            "Std is the sample standard deviation over seeds."
+            + (f" Machine: {meta['machine']['line']}." if "machine" in meta else "") + "\n")
     return head + "\n".join(lines) + "\n" + foot
 
 
@@ -196,7 +200,7 @@ def write_report(rows: list[RunRow], data: TaskData, out: str | Path, rounds: in
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(rows)
     meta = {"threads": torch.get_num_threads(), "torch": torch.__version__, "rounds": rounds,
-            "task": data.name, "metric": data.main_metric}
+            "task": data.name, "metric": data.main_metric, "machine": detect_machine().as_dict()}
     atomic_write_text(out / "report.json", json.dumps(
         {"meta": meta, "summary": summary, "runs": [asdict(r) for r in rows]}, indent=2, default=str) + "\n")
     atomic_write_text(out / "report.md", markdown(summary, data.main_metric, data.name, meta))

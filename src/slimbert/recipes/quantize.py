@@ -15,6 +15,7 @@ from slimbert.checkpoint import load_model, load_tokenizer, save_checkpoint
 from slimbert.compress.quantize import quantize_int8, to_bf16
 from slimbert.data.sources import TaskData
 from slimbert.errors import ConfigError, DataError
+from slimbert.hardware import check_bf16
 from slimbert.recipes.common import positive, train_sample
 
 
@@ -30,6 +31,7 @@ class QuantizeConfig:
     calibration_examples: int = 512  # int8 with data: training examples SmoothQuant calibrates on
     smoothquant_alpha: float = 0.9  # how much of the activations' range SmoothQuant moves into the weights
     max_length: int = 128  # tokens per calibration example
+    force: bool = False  # write bf16 weights even on a CPU that only emulates bf16 (tens of times slower)
 
     def __post_init__(self) -> None:
         positive(self, "calibration_examples", "max_length")
@@ -37,6 +39,8 @@ class QuantizeConfig:
             raise ConfigError(f"smoothquant_alpha must be in [0, 1], got {self.smoothquant_alpha}")
         if self.scope is not None and self.dtype != "int8":
             raise ConfigError("--int8-scope applies to --dtype int8")
+        if self.dtype == "bf16":  # served here, on the CPU
+            check_bf16("cpu", "dtype bf16", force=self.force)
 
 
 def quantize(config: QuantizeConfig, calibration: TaskData | None = None) -> Path:
