@@ -153,10 +153,12 @@ def test_finetune_evaluate_predict_on_own_csv(tmp_path, tiny_checkpoint, csv_tas
                  "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "best dev accuracy" in printed and "sequences/s" in printed
+    assert "labels 0 = neg, 1 = pos" in printed
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "pos"} and config["architectures"] == [
         "BertForSequenceClassification"]
     results = json.loads((out / "results.json").read_text())
+    assert results["labels"] == {"0": "neg", "1": "pos"}
     assert results["best_epoch"] in (1, 2) and len(results["history"]) == 2
     assert (out / "last" / "training_state.pt").exists()
 
@@ -167,8 +169,8 @@ def test_finetune_evaluate_predict_on_own_csv(tmp_path, tiny_checkpoint, csv_tas
     monkeypatch.setattr(sys, "stdin", io.StringIO("a great film\n\nthe worst plot\n"))
     assert main(["predict", "--model", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2
-    for line in lines:
+    assert len(lines) == 3 and lines[1] == "\t\t"  # one answer per input line; the empty one is marked
+    for line in lines[::2]:
         label, p_neg, p_pos = line.split("\t")
         assert label in ("neg", "pos") and float(p_neg) + float(p_pos) == pytest.approx(1, abs=1e-3)
         assert label == ("pos" if float(p_pos) > float(p_neg) else "neg")
@@ -188,6 +190,96 @@ def test_bad_row_error_names_file_and_line(tmp_path, tiny_checkpoint, capsys):
                  str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "bad.tsv:3: 1 fields, the header has 2" in err and "Traceback" not in err
+
+
+@pytest.fixture
+def tiny_classifier_dir(tmp_path, tiny_tokenizer):
+    from conftest import tiny_config
+
+    from slimbert import build_model, save_checkpoint
+
+    return save_checkpoint(build_model(tiny_config(head="classification", id2label={0: "neg", 1: "pos"})),
+                           tiny_tokenizer, tmp_path / "classifier")
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_predict_answers_every_line_and_names_the_true_line(tmp_path, tiny_classifier_dir, capsys,
+                                                             monkeypatch):
+    text = "a good film\n\n   \nthe worst plot\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    assert main(["predict", "--model", str(tiny_classifier_dir), "--format", "jsonl"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["line"] for r in records] == [1, 2, 3, 4]
+    assert records[1] == {"line": 2, "empty": True} and records[2] == {"line": 3, "empty": True}
+    assert records[0]["label"] in ("neg", "pos") and set(records[3]["probs"]) == {"neg", "pos"}
+
+    bad = tmp_path / "in.txt"
+    bad.write_text("a good film\n\n\n\nthree\ttab\tfields\n")
+    assert main(["predict", "--model", str(tiny_classifier_dir), str(bad)]) == 2
+    assert f"{bad}:5: 3 tab-separated fields" in one_error_line(capsys)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a pair\tof texts\n\none text\n"))
+    assert main(["predict", "--model", str(tiny_classifier_dir)]) == 2
+    assert "stdin:3: a single text, but line 1 is a sentence pair" in one_error_line(capsys)
+
+
+def test_predict_names_undecodable_stdin_and_directories(tmp_path, tiny_classifier_dir, capsys, monkeypatch):
+    latin1 = io.TextIOWrapper(io.BytesIO("a good film\ncaf\xe9\n".encode("latin-1")), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", latin1)
+    assert main(["predict", "--model", str(tiny_classifier_dir)]) == 2
+    assert "stdin:2: not UTF-8 text (byte 0xE9 at character 4); re-save it as UTF-8" in one_error_line(capsys)
+    assert main(["predict", "--model", str(tiny_classifier_dir), str(tmp_path)]) == 2
+    assert f"{tmp_path}: is a directory" in one_error_line(capsys)
+    assert main(["vocab", "--corpus", str(tmp_path), "--size", "50", "--out", str(tmp_path / "v")]) == 2
+    assert f"{tmp_path}: is a directory" in one_error_line(capsys)
+
+
+def test_a_directory_or_a_latin1_file_as_training_data(tmp_path, tiny_checkpoint, capsys):
+    for flag in ("--train-file", "--dev-file"):
+        assert main(["finetune", "--model", str(tiny_checkpoint), flag, str(tmp_path), "--out",
+                     str(tmp_path / "o")]) == 2
+        assert f"{tmp_path}: is a directory" in one_error_line(capsys)
+    latin1 = tmp_path / "t.jsonl"
+    latin1.write_bytes('{"text": "fine", "label": "x"}\n{"text": "caf\xe9", "label": "y"}\n'
+                       .encode("latin-1"))
+    assert main(["finetune", "--model", str(tiny_checkpoint), "--train-file", str(latin1), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert f"{latin1}:2: not UTF-8 text" in one_error_line(capsys)
+
+
+def test_one_class_is_refused_and_regression_is_asked_for(tmp_path, tiny_checkpoint, capsys):
+    train = tmp_path / "t.tsv"
+    train.write_text("text\tscore\ngood\t1\ngreat\t1\n")
+    argv = ["finetune", "--model", str(tiny_checkpoint), "--train-file", str(train), "--label-col", "score",
+            "--out", str(tmp_path / "o"), "--max-steps", "1", "--no-progress"]
+    assert main(argv) == 2
+    assert "every label in column 'score' is '1'" in one_error_line(capsys)
+    assert main([*argv, "--regression"]) == 0
+    assert "regression: one score per example" in capsys.readouterr().out
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["labels"] == "regression"
+
+
+def test_bench_with_every_model_skipped_is_one_line(tmp_path, tiny_classifier_dir, capsys):
+    int8 = tmp_path / "int8"
+    assert main(["quantize", "--model", str(tiny_classifier_dir), "--out", str(int8)]) == 0
+    capsys.readouterr()
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("text\tlabel\na good film\tpos\nthe worst\tneg\n")
+    assert main(["bench", "--model", str(int8), "--backend", "torch-int8", "--no-references", "--no-memory",
+                 "--dev-file", str(dev), "--rounds", "1", "--no-progress", "--out", str(tmp_path / "b")]) == 2
+    assert "no model could be served" in one_error_line(capsys)
+
+
+def test_prune_without_recovery(tmp_path, tiny_classifier_dir, csv_task, capsys):
+    train, dev = csv_task
+    assert main(["prune", "--model", str(tiny_classifier_dir), "--heads", "0.25", "--train-file", str(train),
+                 "--dev-file", str(dev), "--text-col", "review", "--label-col", "sentiment", "--out",
+                 str(tmp_path / "p"), "--no-progress"]) == 0, capsys.readouterr().err
+    assert "after pruning" in capsys.readouterr().out
 
 
 def test_evaluate_on_glue_dev_with_task_from_config(tmp_path, tiny_checkpoint, glue_dir, capsys):

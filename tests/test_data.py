@@ -10,7 +10,7 @@ import pytest
 from slimbert import DataError
 from slimbert.data.batching import (collate, encode_examples, length_bucketed_batches, padding_tokens,
                                     random_batches)
-from slimbert.data.readers import Example, LabelSpec, read_table
+from slimbert.data.readers import Example, LabelSpec, read_lines, read_table
 from slimbert.data.sources import FileColumns, load_task_data
 from slimbert.data.tasks import get_task, load_task, table_from_records
 from slimbert.evaluation.metrics import compute_metrics
@@ -104,6 +104,92 @@ def test_dev_label_outside_the_training_labels(tmp_path):
     dev = write(tmp_path / "d.csv", "text,label\nc,z\n")
     with pytest.raises(DataError, match=r"d\.csv:2: unknown label 'z'; expected one of \['x', 'y'\]"):
         load_task_data(train_file=train, dev_file=dev)
+
+
+@pytest.mark.parametrize("name", ["d.tsv", "d.csv", "d.jsonl"])
+def test_a_file_that_is_not_utf8_names_the_line_and_the_fix(tmp_path, name):
+    rows = {"d.tsv": "text\tlabel\nfine\tx\ncaf\xe9\ty\n", "d.csv": "text,label\nfine,x\ncaf\xe9,y\n",
+            "d.jsonl": '{"text": "fine", "label": "x"}\n{"text": "caf\xe9", "label": "y"}\n'}[name]
+    f = tmp_path / name
+    f.write_bytes(rows.encode("latin-1"))
+    line, column = (2, 14) if name == "d.jsonl" else (3, 4)
+    message = rf"{name}:{line}: not UTF-8 text \(byte 0xE9 at character {column}\); re-save it as UTF-8"
+    with pytest.raises(DataError, match=message):
+        read_table(f, "text", None, "label")
+
+
+def test_a_directory_given_as_a_file(tmp_path):
+    (tmp_path / "data.tsv").mkdir()
+    with pytest.raises(DataError, match=r"data\.tsv: is a directory; give a \.tsv, \.csv or \.jsonl file"):
+        load_task_data(train_file=tmp_path / "data.tsv")
+    with pytest.raises(DataError, match="is a directory"):
+        read_lines(tmp_path / "data.tsv")
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"text": "a", "label": true}\n', r"d\.jsonl:1: label column 'label' holds a boolean \(true\)"),
+    ('{"text": "a", "label": ["x"]}\n', r"d\.jsonl:1: label column 'label' holds a list"),
+    ('{"text": "a", "label": {"x": 1}}\n', r"d\.jsonl:1: label column 'label' holds an object"),
+    ('{"text": "a", "label": 0}\n{"text": "b", "label": 0.0}\n',
+     r"d\.jsonl:2: label column 'label' holds the decimal number 0\.0; .*--regression"),
+    ('{"text": "a", "label": "x\\u0000"}\n', r"d\.jsonl:1: label column 'label' holds 'x\\x00', with the "
+                                            r"control character U\+0000"),
+    ('{"text": ["a"], "label": "x"}\n', r"d\.jsonl:1: text column 'text' holds a list; expected a string"),
+    ('{"text": "a", "label": "x", "label": "y"}\n', r"d\.jsonl:1: key 'label' appears twice"),
+])
+def test_jsonl_labels_are_strings_or_integers(tmp_path, content, message):
+    f = write(tmp_path / "d.jsonl", content)
+    with pytest.raises(DataError, match=message):
+        read_table(f, "text", None, "label")
+
+
+@pytest.mark.parametrize("content,message", [
+    ("text\tlabel\na\tx\x00\nb\tx\n", r"d\.tsv:2: label column 'label' holds 'x\\x00'"),
+    ("text\tlabel\na\t0\nb\t0.0\n", r"d\.tsv:3: label column 'label' holds the decimal number '0\.0'"),
+    ("text\tlabel\na\t1\nb\t01\nc\t0\n", r"d\.tsv: label column 'label' writes one class two ways: '1' "
+                                        r"\(line 2\) and '01' \(line 3\)"),
+    ("text\tlabel\tlabel\na\tx\ty\n",
+     r"d\.tsv:1: column 'label' appears twice in the header \(fields 2 and 3\)"),
+])
+def test_labels_that_would_make_classes_nobody_meant_are_refused(tmp_path, content, message):
+    f = write(tmp_path / "d.tsv", content)
+    with pytest.raises(DataError, match=message):
+        read_table(f, "text", None, "label")
+
+
+def test_integer_labels_are_one_class_however_they_come_and_sort_as_numbers(tmp_path):
+    rows = ['{"t": "a", "y": 10}', '{"t": "b", "y": "10"}', '{"t": "c", "y": " 9 "}', '{"t": "d", "y": -1}']
+    table = read_table(write(tmp_path / "d.jsonl", "\n".join(rows) + "\n"), "t", None, "y")
+    assert table.label_values == ("-1", "9", "10") and [e.label for e in table.examples] == [2, 2, 1, 0]
+    names = read_table(write(tmp_path / "n.tsv", "t\ty\na\tnan\nb\tinf\nc\t2\n"), "t", None, "y")
+    assert names.label_values == ("2", "inf", "nan")  # words, even when float() would read them
+
+
+def test_bad_labels_are_skipped_and_counted_with_skip_bad_rows(tmp_path):
+    rows = ['{"text": "a", "label": "x"}', '{"text": "b", "label": true}', '{"text": "c", "label": "y"}',
+            '{"text": 5, "label": "y"}']
+    table = read_table(write(tmp_path / "d.jsonl", "\n".join(rows) + "\n"), "text", None, "label",
+                       skip_bad_rows=True)
+    assert table.label_values == ("x", "y") and dict(table.stats.skipped) == {"bad labels": 1,
+                                                                             "malformed rows": 1}
+
+
+def test_a_training_file_of_one_class_is_refused_naming_the_column_and_class(tmp_path):
+    train = write(tmp_path / "t.csv", "review,sentiment\ngood,pos\ngreat,pos\n")
+    message = (r"t\.csv: every label in column 'sentiment' is 'pos'; a classifier needs two classes or more "
+               r"\(for numeric targets, give --regression\)")
+    with pytest.raises(DataError, match=message):
+        load_task_data(train_file=train, columns=FileColumns("review", None, "sentiment"))
+    regression = write(tmp_path / "r.csv", "review,sentiment\ngood,1\ngreat,1\n")
+    data = load_task_data(train_file=regression, columns=FileColumns("review", None, "sentiment"),
+                          regression=True)
+    assert data.num_labels == 1 and data.label_mapping() == "regression"
+
+
+def test_a_quoted_field_over_several_lines_is_reported_at_its_first_line(tmp_path):
+    f = write(tmp_path / "d.csv", 'text,label\n"one\ntwo\nthree",x,extra\nok,y\n')
+    with pytest.raises(DataError, match=r"d\.csv:2: 3 fields"):
+        read_table(f, "text", None, "label")
 
 
 def test_hub_records_become_examples(monkeypatch):

@@ -12,10 +12,10 @@ from slimbert.training.optim import Lamb, build_optimizer, parameter_groups
 
 
 def reference_lamb(w: torch.Tensor, grads: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps=1e-6,
-                   weight_decay=0.0) -> torch.Tensor:
+                   weight_decay=0.0, trust_ratio=True) -> torch.Tensor:
     """Algorithm 2 in float64, one tensor: Adam's bias-corrected ratio plus decoupled decay,
     r = m_hat / (sqrt(v_hat) + eps) + wd * w, scaled by the trust ratio ||w|| / ||r||
-    (1 when either norm is 0)."""
+    (1 when either norm is 0, and for a tensor excluded from layer adaptation)."""
     beta1, beta2 = betas
     w = w.double().clone()
     m, v = torch.zeros_like(w), torch.zeros_like(w)
@@ -26,7 +26,7 @@ def reference_lamb(w: torch.Tensor, grads: list[torch.Tensor], lr: float, betas=
         m_hat, v_hat = m / (1 - beta1 ** t), v / (1 - beta2 ** t)
         r = m_hat / (v_hat.sqrt() + eps) + weight_decay * w
         w_norm, r_norm = float(w.norm()), float(r.norm())
-        trust = w_norm / r_norm if w_norm > 0 and r_norm > 0 else 1.0
+        trust = w_norm / r_norm if trust_ratio and w_norm > 0 and r_norm > 0 else 1.0
         w = w - lr * trust * r
     return w
 
@@ -85,7 +85,7 @@ class Block(nn.Module):
         self.LayerNorm = nn.LayerNorm(3)
 
 
-def test_builder_decays_matrices_only_and_scales_every_tensor_by_its_trust_ratio():
+def test_builder_excludes_biases_and_norms_from_decay_and_from_the_trust_ratio():
     torch.manual_seed(0)
     model = Block()
     with torch.no_grad():  # LayerNorm off its init (ones, zeros), so both of its norms are non-zero
@@ -105,10 +105,18 @@ def test_builder_decays_matrices_only_and_scales_every_tensor_by_its_trust_ratio
         p.grad = grads[n].clone()
     opt.step()
     for n, p in model.named_parameters():
-        # Biases and LayerNorm take no decay but, as in Algorithm 2, their own trust ratio.
-        wd = 0.2 if n == "dense.weight" else 0.0
-        want = reference_lamb(before[n], [grads[n]], lr=0.05, eps=1e-6, weight_decay=wd)
+        # As the LAMB authors' release does, biases and LayerNorm take neither the decay nor the
+        # layer adaptation: their step is Adam's, lr x m_hat / (sqrt(v_hat) + eps).
+        matrix = n == "dense.weight"
+        want = reference_lamb(before[n], [grads[n]], lr=0.05, eps=1e-6, weight_decay=0.2 if matrix else 0.0,
+                              trust_ratio=matrix)
         torch.testing.assert_close(p.detach().double(), want, atol=1e-6, rtol=1e-5, msg=n)
+        if not matrix:  # step 1 by hand: m_hat = g, v_hat = g^2
+            g = grads[n].double()
+            torch.testing.assert_close(p.detach().double(), before[n].double() - 0.05 * g / (g.abs() + 1e-6),
+                                       atol=1e-6, rtol=1e-5, msg=n)
+            with_trust = reference_lamb(before[n], [grads[n]], lr=0.05, eps=1e-6, trust_ratio=True)
+            assert not torch.allclose(p.detach().double(), with_trust, atol=1e-4), f"{n}: trust ratio applied"
 
 
 def test_bad_hyper_parameters_are_refused():

@@ -2,8 +2,9 @@
 
 A slimbert checkpoint is a directory holding
     config.json            BertConfig in the Hugging Face layout (+ slimbert fields)
-    model.safetensors      weights under Hugging Face BERT names
+    model.safetensors      weights under Hugging Face BERT names (other models: their modules' own)
     vocab.txt              the WordPiece vocabulary (+ tokenizer_config.json for casing)
+    tokenizer.json         a translation model's joint BPE vocabulary (slimbert.subword)
     training_state.pt      optimizer/scheduler/RNG/data position, only in mid-run checkpoints
 Because names and config keys are Hugging Face's, every checkpoint slimbert writes from a
 post-norm BERT is also a checkpoint `transformers` loads, and vice versa.
@@ -17,8 +18,8 @@ Hugging Face's (`encoder.layer.0.attention.self.query`), applied on every read a
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -27,12 +28,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from slimbert.config import BertConfig, ModelConfig
+from slimbert.config import BertConfig, ModelConfig, read_json_object
 from slimbert.errors import CheckpointError
 from slimbert.io import atomic_write
 from slimbert.models import build_model
 from slimbert.models.int8 import dequantized_state_dict, int8_state_dict, restore_int8
-from slimbert.tokenizer import Tokenizer
+from slimbert.tokenizer import Tokenizer, read_vocab
 
 log = logging.getLogger(__name__)
 
@@ -154,28 +155,74 @@ def _download_from_hub(repo_id: str) -> Path:
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
-    """Read the weights of a checkpoint directory, never unpickling arbitrary objects."""
+    """Read the weights of a checkpoint directory, never unpickling arbitrary objects: a
+    `model.safetensors`, shards listed by `model.safetensors.index.json`, or (older Hugging Face
+    checkpoints) `pytorch_model.bin` or its shards, read as tensors only (weights_only)."""
     st = directory / WEIGHTS_NAME
-    index = directory / (WEIGHTS_NAME + ".index.json")
     legacy = directory / LEGACY_WEIGHTS_NAME
     if st.exists():
         return _read_safetensors(st)
-    if index.exists():  # sharded: model-00001-of-0000N.safetensors
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        sd: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            sd.update(_read_safetensors(directory / shard))
-        return sd
+    for name, read in ((WEIGHTS_NAME, _read_safetensors), (LEGACY_WEIGHTS_NAME, _read_torch_weights)):
+        index = directory / (name + ".index.json")
+        if index.exists():  # sharded: model-00001-of-0000N.safetensors
+            weight_map = _weight_map(index)
+            sd: dict[str, torch.Tensor] = {}
+            for shard in sorted(set(weight_map.values())):
+                sd.update(read(directory / shard))
+            missing = sorted(set(weight_map) - set(sd))
+            if missing:
+                raise CheckpointError(f"{index}: names tensors its shards do not hold: {_names(missing)}")
+            return sd
     if legacy.exists():
-        try:
-            sd = torch.load(legacy, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"{legacy}: cannot be read as a weights-only PyTorch file "
-                                  f"(truncated, or holds more than tensors): {e}") from None
-        if not isinstance(sd, dict):
-            raise CheckpointError(f"{legacy}: expected a state dict, found {type(sd).__name__}")
-        return sd
+        return _read_torch_weights(legacy)
     raise CheckpointError(f"{directory}: no {WEIGHTS_NAME} or {LEGACY_WEIGHTS_NAME}")
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    """The `weight_map` (tensor name -> shard file) of a shard index. A shard must be a file
+    in the checkpoint directory itself: a name that leads elsewhere (`../x`, an absolute path)
+    is refused, not read."""
+    weight_map = read_json_object(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        raise CheckpointError(f"{index}: expected a 'weight_map' object of tensor names to shard files, "
+                              f"got {type(weight_map).__name__ if weight_map is not None else 'none'}")
+    if not weight_map:
+        raise CheckpointError(f"{index}: the 'weight_map' is empty")
+    home = index.parent.resolve()
+    for shard in set(weight_map.values()):
+        # Resolved lexically, without following links: the Hugging Face hub cache links each
+        # file of a snapshot directory to a blob outside it.
+        where = Path(os.path.normpath(home / shard))
+        if not shard or Path(shard).is_absolute() or where.parent != home:
+            raise CheckpointError(f"{index}: shard '{shard}' is not a file of {index.parent}; "
+                                  "a shard index may only name files beside it")
+    return weight_map
+
+
+def _read_torch_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A pickled state dict, read with `weights_only`: anything but tensors and plain data is
+    refused, never executed."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot be read as a weights-only PyTorch file "
+                              f"(truncated, or holds more than tensors): {_one_line(e)}") from None
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(sd).__name__}")
+    for key, value in sd.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: expected a state dict of tensors, found "
+                                  f"{type(value).__name__} under {key!r}")
+    return sd
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one short line (torch's unpickling errors run over many)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -187,9 +234,16 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from None
 
 
+def hf_named(model: nn.Module) -> bool:
+    """Whether `model`'s weights are stored under Hugging Face BERT's names (a BERT); other
+    models (the students, the translation models) keep their modules' own names on disk."""
+    return isinstance(getattr(model, "config", None), BertConfig)
+
+
 def _normalise_keys(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Map a Hugging Face BERT state dict of any of its layouts onto `model`'s names."""
     out: dict[str, torch.Tensor] = {}
+    rename = from_hf_name if hf_named(model) else str
     wants_prefix = hasattr(model, "bert")
     for key, value in sd.items():
         for pattern, repl in LEGACY_RENAMES:
@@ -203,18 +257,25 @@ def _normalise_keys(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, 
             key = "bert." + key
         elif not wants_prefix and key.startswith("bert."):
             key = key[len("bert."):]
-        out[from_hf_name(key)] = value
+        out[rename(key)] = value
     return out
 
 
-def load_weights(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
+def load_weights(model: nn.Module, sd: dict[str, torch.Tensor], source: str, other_head: bool = False) -> None:
     """Copy `sd` into `model`, checking every key and shape.
 
     A tensor the model lacks, or one of the wrong shape, is an error naming it; a missing
     encoder tensor is an error; a missing head or pooler is initialised fresh, with a warning.
+    With `other_head` (the checkpoint's head is being swapped, e.g. a pretrained MLM model
+    fine-tuned as a classifier), the old head's tensors are left out, with a warning.
     """
     sd = _normalise_keys(sd, model)
     expected = {k: v for k, v in model.state_dict().items() if k != "cls.predictions.decoder.weight"}
+    if other_head:
+        dropped = sorted(k for k in set(sd) - set(expected) if k.startswith(OPTIONAL_PREFIXES))
+        if dropped:
+            log.warning("%s: the new head leaves out %s", source, _names(dropped))
+            sd = {k: v for k, v in sd.items() if k not in dropped}
     unexpected = sorted(set(sd) - set(expected))
     if unexpected:
         raise CheckpointError(f"{source}: tensors the model does not have: {_names(unexpected)}")
@@ -248,8 +309,22 @@ def load_config(spec: str | Path) -> ModelConfig:
 
 
 def load_tokenizer(spec: str | Path) -> Tokenizer:
-    """The tokenizer of a checkpoint directory, HF BERT directory or `bundled:NAME`."""
-    return Tokenizer.from_dir(resolve(spec))
+    """The tokenizer of a checkpoint directory, HF BERT directory or `bundled:NAME`, fitted to
+    the model beside it (see `fit_tokenizer`)."""
+    directory = resolve(spec)
+    tokenizer = Tokenizer.from_dir(directory)
+    if (directory / CONFIG_NAME).exists():
+        fit_tokenizer(tokenizer, ModelConfig.load(directory / CONFIG_NAME), str(directory))
+    return tokenizer
+
+
+def fit_tokenizer(tokenizer: Tokenizer, config: ModelConfig, source: str) -> None:
+    """Make `tokenizer` produce only what the model of `config` (at `source`) reads: sequences
+    no longer than its learned positions, and segment ids it has embeddings for."""
+    if getattr(config, "position_embedding_type", None) == "absolute":
+        tokenizer.limit(max_length=config.max_position_embeddings, model=source)
+    if hasattr(config, "type_vocab_size"):
+        tokenizer.limit(segments=config.type_vocab_size, model=source)
 
 
 def check_same_vocabulary(spec: str | Path, tokenizer: Tokenizer, other: str = "the teacher's") -> None:
@@ -269,6 +344,7 @@ def load_model(spec: str | Path, head: str | None = None, num_labels: int | None
     """
     directory = resolve(spec)
     config = _quantized_names(ModelConfig.load(directory / CONFIG_NAME), from_hf_name)
+    other_head = head is not None and head != config.head
     if head is not None:
         if not isinstance(config, BertConfig) and head != config.head:
             raise CheckpointError(f"{directory}: a {config.MODEL_TYPE} model has no '{head}' head")
@@ -286,7 +362,7 @@ def load_model(spec: str | Path, head: str | None = None, num_labels: int | None
     if config.quantization is not None:
         return _load_int8(config, sd, str(directory))
     model = build_model(config)
-    load_weights(model, sd, source=str(directory))
+    load_weights(model, sd, source=str(directory), other_head=other_head)
     if config.dtype == "bfloat16":
         model.to(torch.bfloat16)
     return model.eval()
@@ -305,8 +381,7 @@ def _check_vocab(directory: Path, config: ModelConfig) -> None:
     vocab = directory / "vocab.txt"
     if not vocab.exists():
         return
-    with vocab.open(encoding="utf-8") as f:
-        n = sum(1 for _ in f)
+    n = len(read_vocab(vocab))
     if n != config.vocab_size:
         raise CheckpointError(f"{vocab} has {n} tokens but {directory / CONFIG_NAME} says "
                               f"vocab_size={config.vocab_size}: the vocabulary does not belong "
@@ -318,7 +393,8 @@ def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     left out (as `transformers` does) and re-tied when the model is built."""
     sd = model.state_dict()
     sd.pop("cls.predictions.decoder.weight", None)
-    return {to_hf_name(k): v.detach().contiguous() for k, v in sd.items()}
+    rename = to_hf_name if hf_named(model) else str
+    return {rename(k): v.detach().contiguous() for k, v in sd.items()}
 
 
 def save_checkpoint(model: nn.Module, tokenizer: Tokenizer | None, directory: str | Path) -> Path:

@@ -207,9 +207,24 @@ def build(cls: type, args: argparse.Namespace, **values):
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
              if f.init and hasattr(args, f.name)}
     try:
-        return cls(**{**given, **values})
+        config = cls(**{**given, **values})
     except ValueError as e:  # ConfigError, or the ValueError of a config of a lower layer
         raise ConfigError(str(e)) from None
+    _check_out_dir(getattr(config, "out", None))
+    return config
+
+
+def _check_out_dir(out: str | None) -> None:
+    """--out is a directory to write into: refuse, before any work, a path that is (or lies
+    under) an existing file."""
+    if out is None:
+        return
+    for path in (Path(out), *Path(out).parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is a file" if path == Path(out) else f"lies under {path}, which is a file"
+                raise ConfigError(f"--out {out}: {what}; give a directory to write into")
+            return
 
 
 def build_train(args: argparse.Namespace, defaults: dict):
@@ -267,6 +282,7 @@ def run_finetune(args) -> int:
     train = build_train(args, train_defaults(config))
     data = load_data(source, ("train", "dev"))
     results = finetune(config, data, train)
+    print(f"{data.name}: {data.label_summary()}")
     if results["best"] is not None:
         print(f"{data.name}: best dev {results['main_metric']} = {results['best']:.4f} "
               f"(epoch {results['best_epoch']}); model saved to {config.out}")
@@ -292,6 +308,7 @@ def run_distill(args) -> int:
     train = build_train(args, train_defaults(config))
     data = load_data(source, ("train", "dev"))
     results = distill(config, data, train)
+    print(f"{data.name}: {data.label_summary()}")
     if results["best"] is not None:
         print(f"{data.name}: student {config.student}: best dev {results['main_metric']} = "
               f"{results['best']:.4f} (epoch {results['best_epoch']}); saved to {config.out}")
@@ -316,6 +333,29 @@ def run_distill_general(args) -> int:
     last = results["history"][-1] if results["history"] else {}
     print(f"general distillation: {results['train_examples']} lines, losses {results['loss_weights']}, "
           f"final train loss {last.get('train_loss', float('nan')):.4f}; student saved to {config.out}")
+    return 0
+
+
+def options_pretrain(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.pretrain import TRAIN_DEFAULTS, PretrainConfig
+
+    add_options(p, PretrainConfig)
+    _train_options(p, TRAIN_DEFAULTS, notes={"max_steps": "default: one epoch, or what --max-tokens or "
+                                                          "--time-budget give"})
+
+
+def run_pretrain(args) -> int:
+    from slimbert.recipes.pretrain import PretrainConfig, pretrain, train_defaults
+
+    config = build(PretrainConfig, args)
+    results = pretrain(config, build_train(args, train_defaults(config)))
+    if results.get("history"):
+        last = results["history"][-1]
+        tokens = results["total_steps"] * results["tokens_per_step"]
+        print(f"pretrained {results['model']['layers']} x {results['model']['hidden']} "
+              f"({results['model']['parameters'] / 1e6:.1f} M parameters) for {results['total_steps']} steps "
+              f"({tokens / 1e6:.1f} M tokens): final MLM loss {last['train_loss']:.4f}, "
+              f"{last.get('train_tokens_per_s', float('nan')):.0f} tokens/s; saved to {config.out}")
     return 0
 
 
@@ -450,20 +490,32 @@ def options_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", nargs="?", help="text file, one example per line (default: stdin)")
     add_options(p, PredictConfig)
     p.add_argument("--format", choices=("tsv", "jsonl"), default="tsv",
-                   help="tsv: label then one probability per class; jsonl: one object per line")
+                   help="tsv: label then one probability per class; jsonl: one object per line with its "
+                   "line number. Every input line gets one output line: an empty input line gets empty "
+                   'fields in tsv and {"line": N, "empty": true} in jsonl')
 
 
 def run_predict(args) -> int:
-    from slimbert.data.readers import read_lines
+    from slimbert.data.readers import numbered_lines, text_lines
     from slimbert.recipes.evaluate import PredictConfig, predict
 
     config = build(PredictConfig, args)
-    lines = read_lines(args.file) if args.file and args.file != "-" else [
-        line for line in sys.stdin if line.strip()]
-    names, records = predict(config, lines)
+    if args.file and args.file != "-":
+        source, lines = args.file, text_lines(args.file)
+    elif hasattr(sys.stdin, "buffer"):  # bytes that are not UTF-8 are named by line, not a traceback
+        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="surrogateescape")
+        try:
+            source, lines = "stdin", numbered_lines(stdin, "stdin")
+        finally:
+            stdin.detach()  # leave sys.stdin open
+    else:
+        source, lines = "stdin", numbered_lines(sys.stdin, "stdin")
+    names, records = predict(config, lines, source)
     for record in records:
         if args.format == "jsonl":
             print(json.dumps(record))
+        elif record.get("empty"):
+            print("\t" * (len(names) if len(names) > 1 else 0))  # an empty label and probabilities
         elif "score" in record:
             print(f"{record['score']:.4f}")
         else:
@@ -489,6 +541,90 @@ def run_vocab(args) -> int:
     return 0
 
 
+def options_train_seq2seq(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.train_seq2seq import TrainSeq2SeqConfig
+
+    add_options(p, TrainSeq2SeqConfig)
+    _train_options(p, {}, notes={"epochs": "default: 10", "lr": "default: 7e-4 (transformer), 1e-3 (lstm)",
+                                 "batch_size": "default: 64", "warmup_ratio": "default: 0.05 (transformer), "
+                                 "0.02 (lstm)", "weight_decay": "default: 1e-4 (transformer), 0 (lstm)"})
+
+
+def run_train_seq2seq(args) -> int:
+    from slimbert.recipes.train_seq2seq import TrainSeq2SeqConfig, train_defaults, train_seq2seq
+
+    config = build(TrainSeq2SeqConfig, args)
+    results = train_seq2seq(config, build_train(args, train_defaults(config)))
+    last = results["history"][-1] if results["history"] else {}
+    if results["best"] is not None:
+        print(f"{config.arch}: best validation BLEU {results['best']:.2f} (epoch {results['best_epoch']}), "
+              f"validation perplexity {last.get('eval_ppl', float('nan')):.2f} at the end; "
+              f"model saved to {config.out}")
+    print(f"{results['parameters'] / 1e6:.2f} M parameters, {results['vocab_size']}-token joint vocabulary; "
+          f"trained on {results['train_pairs']} pairs at {results['train_seq_per_s']:.1f} pairs/s "
+          f"({results['wall_seconds_this_run']:.0f} s)")
+    return 0
+
+
+def options_translate(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.translate import TranslateConfig
+
+    p.add_argument("file", nargs="?", help="text file, one sentence per line (default: stdin)")
+    add_options(p, TranslateConfig)
+
+
+def _print_translations(result, nbest: int, first_line: int = 1) -> None:
+    for i, (hyps, texts) in enumerate(zip(result.hypotheses, result.texts), start=first_line):
+        if nbest == 1:
+            print(texts[0] if texts else "")
+        for hyp, text in zip(hyps, texts):
+            if nbest > 1:
+                print(f"{i}\t{hyp.score:.4f}\t{text}")
+    sys.stdout.flush()
+
+
+def run_translate(args) -> int:
+    from slimbert.data.parallel import read_text_lines
+    from slimbert.recipes.translate import TranslateConfig, load_translator, translate_lines
+
+    config = build(TranslateConfig, args)
+    model, tokenizer = load_translator(config.model, config.device)
+    if args.file and args.file != "-":
+        lines = read_text_lines(args.file)
+        _print_translations(translate_lines(config, lines, model, tokenizer), config.nbest)
+    elif sys.stdin.isatty():  # typed by hand: answer every line at once
+        for i, line in enumerate(sys.stdin, start=1):
+            _print_translations(translate_lines(config, [line], model, tokenizer), config.nbest, i)
+    else:
+        lines = [line.rstrip("\r\n") for line in sys.stdin]
+        _print_translations(translate_lines(config, lines, model, tokenizer), config.nbest)
+    return 0
+
+
+def options_evaluate_seq2seq(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.evaluate_seq2seq import EvaluateSeq2SeqConfig
+
+    add_options(p, EvaluateSeq2SeqConfig, exclude=("nbest",))
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_evaluate_seq2seq(args) -> int:
+    from slimbert.recipes.evaluate_seq2seq import EvaluateSeq2SeqConfig, evaluate_seq2seq
+
+    config = build(EvaluateSeq2SeqConfig, args)
+    scores = evaluate_seq2seq(config)
+    if args.json:
+        print(json.dumps(scores))
+        return 0
+    print(f"sacreBLEU = {scores['sacrebleu']:.2f}  (cased, detokenized; {scores['signature']})")
+    print(f"legacy BLEU = {scores['legacy']:.2f}  (lowercased, 13a-tokenized, as Multi30k tutorials report "
+          f"it; not comparable with sacreBLEU; {scores['legacy_signature']})")
+    skipped = f", {scores['skipped_empty']} with an empty side skipped" if scores["skipped_empty"] else ""
+    print(f"{scores['pairs']} pairs{skipped}, beam {scores['beam']}, {scores['seconds']:.1f} s "
+          f"({scores['tokens_per_second']:.0f} tokens/s)")
+    return 0
+
+
 @dataclasses.dataclass(frozen=True)
 class Command:
     help: str
@@ -509,6 +645,12 @@ COMMANDS = {
                                "DistilBERT's triple loss (soft CE 5, MLM 2, hidden cosine 1) when the "
                                "teacher has an MLM head; hidden-state MSE and attention KL on mapped layers "
                                "when it is a bare encoder. Inputs are masked dynamically, 80/10/10."),
+    "pretrain": Command("pretrain a BERT with masked-LM on raw text, from scratch or from a checkpoint",
+                        options_pretrain, run_pretrain,
+                        "Masked-LM pretraining (no next-sentence prediction): the corpus is tokenized once into "
+                        "memory-mapped shards, packed into full sequences with [SEP] between documents, and "
+                        "masked dynamically (80/10/10) per sample. Runs under torchrun (DDP); --resume continues "
+                        "exactly, on any number of processes at the same global batch."),
     "report": Command("teacher and students side by side: accuracy, size, latency, throughput; Markdown, "
                       "JSON and a PNG plot", options_report, run_report),
     "prune": Command("remove attention heads, feed-forward neurons and/or layers, then optionally recover "
@@ -529,6 +671,15 @@ COMMANDS = {
     "predict": Command("label each line of a file (or stdin); a tab separates a pair",
                        options_predict, run_predict),
     "vocab": Command("train a WordPiece vocabulary", options_vocab, run_vocab),
+    "train-seq2seq": Command("train a translation model (Transformer or LSTM with attention) on aligned "
+                             "text files", options_train_seq2seq, run_train_seq2seq,
+                             "Learns a joint BPE vocabulary on the training sources and targets, trains with "
+                             "label-smoothed cross-entropy under teacher forcing on length-bucketed batches, "
+                             "and keeps the model with the best validation BLEU."),
+    "translate": Command("translate each line of a file (or stdin) with a translation model",
+                         options_translate, run_translate),
+    "evaluate-seq2seq": Command("BLEU of a translation model: sacreBLEU and the legacy lowercased BLEU",
+                                options_evaluate_seq2seq, run_evaluate_seq2seq),
 }
 
 

@@ -12,10 +12,15 @@ The small students (BiLSTM, CNN) have configs of their own, told apart by `model
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import numbers
+import re
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from slimbert.errors import CheckpointError
 
@@ -84,24 +89,39 @@ class ModelConfig:
     @classmethod
     def load(cls, path: str | Path):
         """Read `path`; on the base class, the config class is chosen by `model_type`."""
-        d = _read_json(path)
+        d = read_json_object(path)
         config_cls = cls if cls is not ModelConfig else config_class(d.get("model_type", "bert"), path)
         return config_cls.from_dict(d, source=str(path))
 
 
-def _read_json(path: str | Path) -> dict[str, Any]:
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """The JSON object (mapping) in `path`: a missing, unreadable, undecodable or malformed file,
+    or one whose top level is not an object, is a CheckpointError naming the file."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        d = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no config.json (is this a checkpoint directory?)") from None
+        raise CheckpointError(f"{path}: missing (is this a checkpoint directory?)") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, expected a JSON file") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                              "save it as UTF-8") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{path}: expected a JSON object of field names and values, "
+                              f"found {_json_kind(d)}")
+    return d
 
 
 def _labels_from_dict(d: dict[str, Any]) -> dict[Any, Any]:
     """Normalise the label fields of a config dict (HF writes "LABEL_0" names when none were given)."""
-    id2label = d.get("id2label") or {}
+    id2label = {} if d.get("id2label") is None else d["id2label"]
+    if not isinstance(id2label, dict):  # left for the field check to name
+        return d
     if "num_labels" not in d:
         d["num_labels"] = len(id2label) if id2label else 2
     if all(str(v) == f"LABEL_{k}" for k, v in id2label.items()):
@@ -123,8 +143,10 @@ DTYPES = ("float32", "bfloat16")
 def _serving_fields(d: dict[str, Any]) -> dict[str, Any]:
     """Read `dtype` (transformers 5 key, else the older `torch_dtype`); slimbert builds models in
     fp32 unless they were saved in bf16 for serving (float16 weights load as fp32, as in transformers)."""
-    dtype = d.get("dtype") or d.get("torch_dtype") or "float32"
-    d["dtype"] = dtype if dtype in DTYPES else "float32"
+    dtype = next((d[key] for key in ("dtype", "torch_dtype") if d.get(key) is not None), "float32")
+    if isinstance(dtype, str):  # anything else is left for the field check to name
+        dtype = dtype if dtype in DTYPES else "float32"
+    d["dtype"] = dtype
     return d
 
 
@@ -147,10 +169,125 @@ def _check_positive(config: Any, names: tuple[str, ...]) -> None:
             raise CheckpointError(f"config field '{name}': must be positive, got {getattr(config, name)}")
 
 
+def _check_dropout(config: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        p = getattr(config, name)
+        if p is not None and not 0 <= p < 1:
+            raise CheckpointError(f"config field '{name}': a dropout probability must be in [0, 1), got {p}")
+
+
+def _check_token_id(config: Any, name: str) -> None:
+    if not 0 <= getattr(config, name) < config.vocab_size:
+        raise CheckpointError(f"config field '{name}': must be an id below vocab_size={config.vocab_size}, "
+                              f"got {getattr(config, name)}")
+
+
+# ------------------------------------------------------------------ field types
+# A config read from a file is checked field by field against the dataclass annotations before
+# the dataclass is built, so that `"hidden_size": "768"` or `true` as a size is an error naming
+# the field instead of a failure deep inside the model. JSON object keys are strings, so a
+# `dict[int, ...]` field (id2label, pruned_heads) takes keys like "0".
+
+_NAMES = {bool: ("true or false", "booleans"), int: ("an integer", "integers"),
+          float: ("a finite number", "numbers"), str: ("a string", "strings")}
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+             tuple: "a list", dict: "an object", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _shown(value: Any) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _arms(hint: Any) -> tuple[Any, ...] | None:
+    """The members of a Union (X | Y) hint, else None."""
+    return get_args(hint) if get_origin(hint) in (Union, types.UnionType) else None
+
+
+def _expected(hint: Any, plural: bool = False) -> str:
+    """What a value of type `hint` is, in words ("an integer", "a list of integers")."""
+    arms = _arms(hint)
+    if arms is not None:
+        words = [_expected(a, plural) for a in arms if a is not type(None)]
+        return " or ".join(words) + (" or null" if type(None) in arms else "")
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in args)
+    if origin is list:
+        return ("lists" if plural else "a list") + f" of {_expected(args[0], plural=True)}"
+    if origin is dict:
+        what = "objects" if plural else "an object"
+        if args and args[1] is not Any:
+            key = "integer keys (\"0\", \"1\", ...)" if args[0] is int else "string keys"
+            return f"{what} with {key} and values that are {_expected(args[1], plural=True)}"
+        return what
+    if hint in _NAMES:
+        return _NAMES[hint][1 if plural else 0]
+    return getattr(hint, "__name__", str(hint))
+
+
+def _fits(value: Any, hint: Any, key: bool = False, finite: bool = True) -> bool:
+    """Whether `value` has type `hint` (bool is not an int; a key of a dict[int, ...] may be the
+    string of an integer, as JSON writes it; with `finite`, a float is not NaN or inf)."""
+    if hint is Any:
+        return True
+    arms = _arms(hint)
+    if arms is not None:
+        return any(_fits(value, a, key, finite) for a in arms)
+    if hint is type(None):
+        return value is None
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        return any(type(value) is type(a) and value == a for a in args)
+    if origin is list:
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0], finite=finite) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and (not args or all(
+            _fits(k, args[0], key=True) and _fits(v, args[1], finite=finite) for k, v in value.items()))
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is int:
+        return isinstance(value, numbers.Integral) or (key and isinstance(value, str)
+                                                       and re.fullmatch(r"-?\d+", value) is not None)
+    if hint is float:
+        return isinstance(value, numbers.Real) and (not finite or math.isfinite(value))
+    if hint is bool:
+        return False
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def check_field_types(cls: type, values: dict[str, Any], what: str = "config field",
+                      finite: bool = True) -> None:
+    """Check each of `values` that names an init field of dataclass `cls` against the field's
+    annotation (int, float, bool, str, Literal, list[...], dict[..., ...], X | None; with `finite`,
+    floats must be finite); the first mismatch is a CheckpointError naming the field, what it
+    takes and what it got."""
+    for name, hint in _field_types(cls).items():
+        if name in values and not _fits(values[name], hint, finite=finite):
+            value = values[name]
+            raise CheckpointError(f"{what} '{name}': expected {_expected(hint)}, got {_shown(value)}"
+                                  + ("" if isinstance(value, (dict, list)) else f" ({_json_kind(value)})"))
+
+
 def _construct(cls, d: dict[str, Any], source: str):
-    """cls(**d) over the fields cls knows (unknown keys ignored); errors name the source."""
+    """cls(**d) over the fields cls knows (unknown keys ignored), each checked against its
+    annotation first; errors name the source."""
     known = {f.name for f in dataclasses.fields(cls)}
     try:
+        check_field_types(cls, d)
         return cls(**{k: v for k, v in d.items() if k in known})
     except CheckpointError as e:
         raise CheckpointError(f"{source}: {e}") from None
@@ -216,6 +353,12 @@ class BertConfig(ModelConfig):
                                "max_position_embeddings", "type_vocab_size"))
         if self.num_hidden_layers < 0:
             raise bad("num_hidden_layers", f"must be >= 0, got {self.num_hidden_layers}")
+        _check_dropout(self, ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"))
+        if not self.layer_norm_eps > 0:
+            raise bad("layer_norm_eps", f"must be positive, got {self.layer_norm_eps}")
+        if not self.initializer_range >= 0:
+            raise bad("initializer_range", f"must be >= 0, got {self.initializer_range}")
+        _check_token_id(self, "pad_token_id")
         if self.hidden_size % self.num_attention_heads:
             raise bad("hidden_size", f"{self.hidden_size} is not divisible by "
                       f"num_attention_heads={self.num_attention_heads}")
@@ -302,9 +445,12 @@ class BertConfig(ModelConfig):
         d = dict(d)
         model_type = d.get("model_type", "bert")
         if model_type not in ("bert", "slimbert_bert"):
-            raise CheckpointError(f"{source}: model_type '{model_type}' is not a BERT model")
+            raise CheckpointError(f"{source}: model_type {_shown(model_type)} is not a BERT model")
         if "head" not in d:
             archs = d.get("architectures") or ["BertModel"]
+            if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+                raise CheckpointError(f"{source}: config field 'architectures': expected a list of "
+                                      f"strings, got {_shown(archs)}")
             arch = archs[0]
             if arch not in ARCHITECTURE_TO_HEAD:
                 raise CheckpointError(f"{source}: architecture '{arch}' is not supported; "
@@ -337,6 +483,7 @@ class WordStudentConfig(ModelConfig):
     def __post_init__(self) -> None:
         self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
         _check_positive(self, ("vocab_size", "embedding_dim", "num_labels"))
+        _check_token_id(self, "pad_token_id")
         if self.head != "classification":
             raise CheckpointError(f"config field 'head': a {self.MODEL_TYPE} student is always a "
                                   f"classifier, got '{self.head}'")
@@ -390,17 +537,150 @@ class CNNConfig(WordStudentConfig):
                                   f"{self.num_filters} / {self.kernel_sizes}")
 
 
+# ------------------------------------------------------------------ sequence to sequence
+
+
+@dataclass
+class Seq2SeqConfig(ModelConfig):
+    """Fields both translation models share: one joint source/target vocabulary (a
+    `slimbert.subword.SubwordTokenizer`), its special ids, and the longest sequences."""
+
+    vocab_size: int = 37000  # rows of the joint source/target embedding; must equal the tokenizer's size
+    pad_token_id: int = 0  # <pad>: padding, never generated
+    bos_token_id: int = 2  # <s>: the decoder's first input
+    eos_token_id: int = 3  # </s>: ends every source and every target
+    max_source_length: int = 128  # source tokens kept (the rest are cut when data is encoded)
+    max_target_length: int = 128  # target tokens kept, and the most a decoder generates
+    tie_embeddings: bool = True  # one matrix for source embedding, target embedding and output projection
+    dropout: float = 0.1  # on embeddings and on every sub-layer's output
+    dtype: str = "float32"  # weights' dtype when served: "float32" or "bfloat16"
+    quantization: dict[str, Any] | None = None  # int8: {"method": "dynamic_int8", "modules": [...]}
+
+    @property
+    def head(self) -> str:
+        """A translation model carries a generator over the vocabulary, not a classifier."""
+        return "seq2seq"
+
+    def __post_init__(self) -> None:
+        _check_positive(self, ("vocab_size", "max_source_length", "max_target_length"))
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise CheckpointError(f"config field '{name}': must be an id below vocab_size="
+                                      f"{self.vocab_size}, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise CheckpointError(f"config field 'dropout': must be in [0, 1), got {self.dropout}")
+        _check_serving(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["model_type"] = self.MODEL_TYPE
+        if self.quantization is None:
+            del d["quantization"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config"):
+        d = dict(d)
+        if d.get("model_type") != cls.MODEL_TYPE:
+            raise CheckpointError(f"{source}: model_type '{d.get('model_type')}' is not {cls.MODEL_TYPE}")
+        return _construct(cls, _serving_fields(d), source)
+
+
+@dataclass
+class Seq2SeqTransformerConfig(Seq2SeqConfig):
+    """An encoder-decoder Transformer (Vaswani et al. 2017, https://arxiv.org/abs/1706.03762).
+    Defaults are the paper's base model."""
+
+    MODEL_TYPE = "slimbert_seq2seq"
+
+    hidden_size: int = 512  # d_model: width of every token representation
+    encoder_layers: int = 6  # blocks in the encoder
+    decoder_layers: int = 6  # blocks in the decoder (each adds cross-attention to the encoder's output)
+    num_attention_heads: int = 8  # heads per attention; hidden_size must divide evenly by it
+    intermediate_size: int = 2048  # width of the feed-forward inner layer
+    hidden_act: str = "relu"  # feed-forward activation
+    attention_dropout: float = 0.0  # dropout on the attention probabilities
+    norm_style: NormStyle = "post"  # "post" (the paper) or "pre" (LayerNorm first; trains without warm-up)
+    # "sinusoidal" (the paper), "absolute" (learned) or "rope" (rotary, inside attention)
+    position_embedding_type: PositionType = "sinusoidal"
+    max_position_embeddings: int = 256  # longest sequence learned positions cover
+    layer_norm_eps: float = 1e-5  # epsilon of every LayerNorm
+    scale_embeddings: bool = True  # multiply embeddings by sqrt(hidden_size), as the paper does
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive(self, ("hidden_size", "num_attention_heads", "intermediate_size",
+                               "max_position_embeddings"))
+        for name in ("encoder_layers", "decoder_layers"):
+            if getattr(self, name) < 1:
+                raise CheckpointError(f"config field '{name}': must be at least 1, got {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise CheckpointError(f"config field 'hidden_size': {self.hidden_size} is not divisible by "
+                                  f"num_attention_heads={self.num_attention_heads}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise CheckpointError(f"config field 'hidden_act': '{self.hidden_act}' is not one of "
+                                  f"{ACTIVATIONS}")
+        if self.norm_style not in ("post", "pre"):
+            raise CheckpointError(f"config field 'norm_style': must be 'post' or 'pre', got "
+                                  f"'{self.norm_style}'")
+        if self.position_embedding_type not in POSITION_TYPES:
+            raise CheckpointError(f"config field 'position_embedding_type': must be one of {POSITION_TYPES}, "
+                                  f"got '{self.position_embedding_type}'")
+        if self.position_embedding_type == "rope" and self.head_dim % 2:
+            raise CheckpointError(f"config field 'position_embedding_type': rotary positions need an even "
+                                  f"head dim, got {self.head_dim}")
+        if not 0 <= self.attention_dropout < 1:
+            raise CheckpointError(f"config field 'attention_dropout': must be in [0, 1), got "
+                                  f"{self.attention_dropout}")
+        longest = max(self.max_source_length, self.max_target_length)
+        if self.position_embedding_type == "absolute" and longest > self.max_position_embeddings:
+            raise CheckpointError(f"config field 'max_position_embeddings': learned positions cover "
+                                  f"{self.max_position_embeddings} tokens, but sequences may have {longest}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+Attention = Literal["general", "dot", "additive"]
+ATTENTIONS = get_args(Attention)
+
+
+@dataclass
+class Seq2SeqLSTMConfig(Seq2SeqConfig):
+    """A bidirectional LSTM encoder and an attentional LSTM decoder: Luong et al. 2015
+    (https://arxiv.org/abs/1508.04025; "general" or "dot" scores, input feeding) or Bahdanau
+    et al. 2015 (https://arxiv.org/abs/1409.0473; "additive" scores from the previous state)."""
+
+    MODEL_TYPE = "slimbert_seq2seq_lstm"
+
+    embedding_dim: int = 256  # width of the (joint) word embeddings
+    hidden_size: int = 256  # encoder units per direction; the decoder has 2 x hidden_size
+    num_layers: int = 1  # LSTM layers of the encoder and of the decoder
+    attention: Attention = "general"  # "general" / "dot" (Luong) or "additive" (Bahdanau)
+    input_feeding: bool = True  # Luong: feed the last attentional vector to the next step's input
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive(self, ("embedding_dim", "hidden_size", "num_layers"))
+        if self.attention not in ATTENTIONS:
+            raise CheckpointError(f"config field 'attention': must be one of {ATTENTIONS}, got "
+                                  f"'{self.attention}'")
+
+
 CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
     "bert": BertConfig,
     "slimbert_bert": BertConfig,
     BiLSTMConfig.MODEL_TYPE: BiLSTMConfig,
     CNNConfig.MODEL_TYPE: CNNConfig,
+    Seq2SeqTransformerConfig.MODEL_TYPE: Seq2SeqTransformerConfig,
+    Seq2SeqLSTMConfig.MODEL_TYPE: Seq2SeqLSTMConfig,
 }
 
 
 def config_class(model_type: str, source: str | Path = "config") -> type[ModelConfig]:
     """The config class a `model_type` names."""
-    if model_type not in CONFIG_CLASSES:
-        raise CheckpointError(f"{source}: model_type '{model_type}' is not a model slimbert knows; "
+    if not isinstance(model_type, str) or model_type not in CONFIG_CLASSES:
+        raise CheckpointError(f"{source}: model_type {_shown(model_type)} is not a model slimbert knows; "
                               f"expected one of {sorted(CONFIG_CLASSES)}")
     return CONFIG_CLASSES[model_type]

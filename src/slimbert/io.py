@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,17 +14,32 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp_path)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_file_beside(path)
+    mode = stat.S_IMODE(tmp_path.stat().st_mode)  # 0o666 less the umask
     try:
         write(tmp_path)
+        if stat.S_IMODE(tmp_path.stat().st_mode) != mode:  # a writer that made a file of its own
+            os.chmod(tmp_path, mode)
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _new_file_beside(path: Path) -> Path:
+    """A new, empty, uniquely named file in `path`'s directory, created with mode 0o666 less the
+    user's umask, as `open()` and `torch.save` create files (`mkstemp`, and safetensors' own
+    writer, make them 0600: private to the user whatever the umask says)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{path.parent}: no free temporary name beside {path.name}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

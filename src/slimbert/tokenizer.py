@@ -9,6 +9,7 @@ continuations, and the [CLS] A [SEP] (B [SEP]) template with segment ids.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,11 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from slimbert.errors import CheckpointError
+from slimbert.config import read_json_object
+from slimbert.errors import CheckpointError, DataError
 from slimbert.io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -28,6 +32,34 @@ class Encoding:
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]]
+
+
+def read_vocab(vocab_file: str | Path) -> dict[str, int]:
+    """token -> id of a `vocab.txt`: one UTF-8 token per line, its id the line's index. What is
+    wrong with the file is a CheckpointError naming it (and the line)."""
+    path = Path(vocab_file)
+    try:
+        lines = path.read_bytes().decode("utf-8").split("\n")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: vocabulary file not found") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, expected the vocabulary file") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise CheckpointError(f"{path}:{line}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); "
+                              "a vocabulary is one UTF-8 token per line") from None
+    if lines and lines[-1] == "":
+        lines.pop()
+    vocab: dict[str, int] = {}
+    for lineno, token in enumerate(lines, start=1):
+        token = token.rstrip("\r")
+        if token in vocab:
+            raise CheckpointError(f"{path}:{lineno}: token '{token}' appears twice "
+                                  f"(first on line {vocab[token] + 1})")
+        vocab[token] = lineno - 1
+    return vocab
 
 
 class Tokenizer:
@@ -42,7 +74,10 @@ class Tokenizer:
         self.lowercase = lowercase
         self.strip_accents = strip_accents
         self.handle_chinese_chars = handle_chinese_chars
-        self.max_length = max_length
+        self.max_length = max_length  # the most tokens a sequence may have (the model's positions)
+        self.segments = 2  # segment ids the model has embeddings for: 1 means single texts only
+        self.model_name = "the model"  # the model `limit` fitted this tokenizer to, for messages
+        self._said_capped = False
         tok = HFTokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
         tok.normalizer = normalizers.BertNormalizer(
             clean_text=True, handle_chinese_chars=handle_chinese_chars,
@@ -63,21 +98,7 @@ class Tokenizer:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_vocab(cls, vocab_file: str | Path, **kwargs) -> Tokenizer:
-        path = Path(vocab_file)
-        try:
-            lines = path.read_text(encoding="utf-8").split("\n")
-        except FileNotFoundError:
-            raise CheckpointError(f"{path}: vocabulary file not found") from None
-        if lines and lines[-1] == "":
-            lines.pop()
-        vocab: dict[str, int] = {}
-        for lineno, token in enumerate(lines, start=1):
-            token = token.rstrip("\r")
-            if token in vocab:
-                raise CheckpointError(f"{path}:{lineno}: token '{token}' appears twice "
-                                      f"(first on line {vocab[token] + 1})")
-            vocab[token] = lineno - 1
-        return cls(vocab, **kwargs)
+        return cls(read_vocab(vocab_file), **kwargs)
 
     @classmethod
     def from_dir(cls, directory: str | Path) -> Tokenizer:
@@ -86,13 +107,15 @@ class Tokenizer:
         opts = {}
         cfg_path = directory / "tokenizer_config.json"
         if cfg_path.exists():
-            try:
-                cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise CheckpointError(f"{cfg_path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-            opts["lowercase"] = bool(cfg.get("do_lower_case", True))
+            cfg = read_json_object(cfg_path)
+            for key, allowed in (("do_lower_case", (bool,)), ("strip_accents", (bool, type(None))),
+                                 ("tokenize_chinese_chars", (bool,))):
+                if key in cfg and not isinstance(cfg[key], allowed):
+                    raise CheckpointError(f"{cfg_path}: field '{key}': expected true or false"
+                                          f"{' or null' if len(allowed) > 1 else ''}, got {cfg[key]!r}")
+            opts["lowercase"] = cfg.get("do_lower_case", True)
             opts["strip_accents"] = cfg.get("strip_accents")
-            opts["handle_chinese_chars"] = bool(cfg.get("tokenize_chinese_chars", True))
+            opts["handle_chinese_chars"] = cfg.get("tokenize_chinese_chars", True)
             max_len = cfg.get("model_max_length")
             if isinstance(max_len, int) and 0 < max_len <= 1_000_000:
                 opts["max_length"] = max_len
@@ -152,12 +175,32 @@ class Tokenizer:
     def special_ids(self) -> list[int]:
         return [self.vocab[t] for t in SPECIAL_TOKENS]
 
+    def limit(self, max_length: int | None = None, segments: int | None = None,
+              model: str | None = None) -> None:
+        """Fit the tokenizer to a model (named `model` in messages): sequences of at most
+        `max_length` tokens (its learned positions), segment ids below `segments` (its
+        type_vocab_size; 1 means it reads single texts, never pairs)."""
+        if max_length is not None:
+            self.max_length = min(self.max_length, max_length)
+        if segments is not None:
+            self.segments = segments
+        if model is not None:
+            self.model_name = model
+
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                max_length: int | None = None) -> Encoding:
         """Encode a batch of texts (or text pairs), truncated to `max_length` tokens in all.
 
-        Pairs are truncated longest-first, as BERT's reference implementation does.
+        Pairs are truncated longest-first, as BERT's reference implementation does. A
+        `max_length` above what the model takes is capped, and said once (a warning).
         """
+        if pairs is not None and self.segments < 2:
+            raise DataError(f"{self.model_name}: the model reads single texts (type_vocab_size="
+                            f"{self.segments}), not sentence pairs; give one text per example")
+        if max_length is not None and max_length > self.max_length and not self._said_capped:
+            self._said_capped = True
+            log.warning("max_length %d is more than %s takes: sequences are cut at %d tokens",
+                        max_length, self.model_name, self.max_length)
         max_length = min(max_length or self.max_length, self.max_length)
         self._tok.enable_truncation(max_length=max_length, strategy="longest_first")
         if pairs is None:
@@ -167,6 +210,14 @@ class Tokenizer:
                 raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
             encs = self._tok.encode_batch(list(zip(texts, pairs)))
         return Encoding([e.ids for e in encs], [e.type_ids for e in encs])
+
+    def encode_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """The ids of each text, without [CLS]/[SEP] and untruncated (one batched call, on the
+        library's threads): what a pretraining corpus is turned into."""
+        self._tok.no_truncation()
+        # encode_batch_fast (tokenizers >= 0.20) skips the character offsets, unused here
+        encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
+        return [e.ids for e in encode(list(texts), add_special_tokens=False)]
 
     def tokenize(self, text: str) -> list[str]:
         """The WordPiece tokens of `text`, without [CLS]/[SEP]."""

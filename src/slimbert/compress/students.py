@@ -88,8 +88,12 @@ def parse_student_spec(text: str, init_layers: tuple[int, ...] | None = None) ->
                 values[key] = value
             elif key == "widths":
                 values[key] = tuple(int(w) for w in value.split("-"))
+                if min(values[key]) < 1:
+                    raise ValueError("every width must be at least 1")
             else:
                 values[key] = int(value)
+                if values[key] < 1:
+                    raise ValueError("must be at least 1")
         except ValueError as e:
             raise StudentSpecError(f"--student '{text}': bad value for {key}: '{value}' ({e})") from None
     if cls is BertStudentSpec:

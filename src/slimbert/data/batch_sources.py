@@ -12,8 +12,12 @@ The protocol follows torchdata's stateful iterables (`state_dict` / `load_state_
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import itertools
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
+
+import numpy as np
 
 from slimbert.data.batching import Batch, EncodedDataset, collate, length_bucketed_batches
 from slimbert.errors import CheckpointError, ConfigError
@@ -49,7 +53,8 @@ class BucketedBatches:
     """
 
     def __init__(self, data: EncodedDataset, batch_size: int, grad_accum: int = 1, seed: int = 42,
-                 pad_id: int = 0, rank: int = 0, world: int = 1):
+                 pad_id: int = 0, rank: int = 0, world: int = 1,
+                 collate_fn: Callable[[Any, list[int], int], Batch] | None = None):
         if batch_size < 1:
             raise ConfigError(f"batch_size: must be at least 1, got {batch_size}")
         if grad_accum < 1:
@@ -57,8 +62,12 @@ class BucketedBatches:
         self.data = data
         self.batch_size, self.grad_accum, self.seed, self.pad_id = batch_size, grad_accum, seed, pad_id
         self.rank, self.world = rank, world
+        # How a batch is padded: `collate` for an EncodedDataset; other data (a parallel corpus)
+        # brings its own, and needs only `lengths` for the buckets.
+        self.collate_fn = collate_fn
         self.epoch, self.step = 0, 0  # the position: steps of `epoch` handed out so far
         self._resuming = False
+        self._fingerprint: str | None = None
         # Windows and batches are cut at the same boundaries every epoch, only their contents
         # change, so every epoch has as many steps as the first.
         self._steps_per_epoch = len(self.epoch_steps(0))
@@ -82,18 +91,49 @@ class BucketedBatches:
 
     def _produce(self, steps: list[list[list[int]]]) -> Iterator[Step]:
         for micro_batches in steps:
-            step = [collate(self.data, indices, self.pad_id) for indices in micro_batches]
+            pad = self.collate_fn or collate
+            step = [pad(self.data, indices, self.pad_id) for indices in micro_batches]
             # Counted when handed out: once the consumer is done with it, the position is past it.
             self.step += 1
             yield step
+
+    def fingerprint(self) -> str | None:
+        """A digest of the examples and labels (see `data_fingerprint`); None for data that is
+        not an EncodedDataset. The Trainer records it, and --resume refuses other data."""
+        if self._fingerprint is None and isinstance(self.data, EncodedDataset):
+            self._fingerprint = data_fingerprint(self.data)
+        return self._fingerprint
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "step": self.step, "steps_per_epoch": self.steps_per_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        expected = self.state_dict()
+        if set(state) != set(expected) or any(type(state[k]) is not type(v) for k, v in expected.items()):
+            raise CheckpointError(f"the saved data position {_shown(state)} does not have the fields "
+                                  f"{', '.join(expected)} (integers)")
         if state["steps_per_epoch"] != self.steps_per_epoch:
             raise CheckpointError(f"the run was saved at {state['steps_per_epoch']} steps per epoch, this "
                                   f"data gives {self.steps_per_epoch}: resume with the same data, batch "
                                   "size, accumulation and number of processes")
         self.epoch, self.step = state["epoch"], state["step"]
         self._resuming = True
+
+
+def data_fingerprint(data: EncodedDataset) -> str:
+    """A short digest of a dataset as encoded: every example's token and segment ids, in order,
+    and its label (with the labels' dtype, so classes and regression targets differ)."""
+    h = hashlib.sha256()
+    lengths = np.asarray(data.lengths, dtype=np.int64)
+    h.update(lengths.tobytes())
+    for sequences in (data.input_ids, data.token_type_ids):
+        h.update(np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64).tobytes())
+    if data.labels is not None:
+        h.update(str(data.labels.dtype).encode())
+        h.update(data.labels.cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _shown(state: Any) -> str:
+    text = repr(state)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -27,6 +27,17 @@ class TaskData:
     def main_metric(self) -> str:
         return self.metrics[0]
 
+    def label_mapping(self) -> dict[str, str] | str:
+        """What the model's outputs mean, for a run's summary: {class index: label}, or
+        "regression"."""
+        return "regression" if self.regression else {str(i): name for i, name in self.id2label.items()}
+
+    def label_summary(self) -> str:
+        """`label_mapping` in one line: "labels 0 = neg, 1 = pos"."""
+        if self.regression:
+            return "regression: one score per example"
+        return "labels " + ", ".join(f"{i} = {name}" for i, name in self.id2label.items())
+
 
 @dataclass
 class FileColumns:
@@ -77,6 +88,12 @@ def load_task_data(task: str | None = None, data_dir: str | Path | None = None,
                            skip_bad_rows=skip_bad_rows,
                            max_examples=max_train_examples if split == "train" else None)
         if not regression and label_spec.values is None:
+            if split == "train" and len(table.label_values) < 2:
+                rows = (f" of the first {max_train_examples} rows (--max-train-examples)"
+                        if max_train_examples is not None else "")
+                raise DataError(f"{table.path}: every label{rows} in column '{cols.label_col}' is "
+                                f"'{table.label_values[0]}'; a classifier needs two classes or more "
+                                "(for numeric targets, give --regression)")
             label_spec = LabelSpec(table.label_values, regression)  # dev must use train's labels
         tables[split] = table
     values = label_spec.values or ()

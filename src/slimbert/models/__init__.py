@@ -1,4 +1,5 @@
-"""The models: BERT (bert.py) and the small BiLSTM / CNN students (bilstm_cnn.py)."""
+"""The models: BERT (bert.py), the small BiLSTM / CNN students (bilstm_cnn.py), and the
+translation models, an encoder-decoder Transformer and an LSTM with attention (seq2seq.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
 from slimbert.config import BertConfig, ModelConfig
-from slimbert.models import bert, bilstm_cnn
+from slimbert.models import bert, bilstm_cnn, seq2seq
 
 
 def build_model(config: ModelConfig) -> nn.Module:
@@ -15,6 +16,8 @@ def build_model(config: ModelConfig) -> nn.Module:
         return bert.build_model(config)
     if type(config) in bilstm_cnn.STUDENT_CLASSES:
         return bilstm_cnn.STUDENT_CLASSES[type(config)](config)
+    if type(config) in seq2seq.SEQ2SEQ_CLASSES:
+        return seq2seq.SEQ2SEQ_CLASSES[type(config)](config)
     raise TypeError(f"no model for config type {type(config).__name__}")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -57,11 +58,12 @@ class DataConfig:
 
 
 def positive(config, *names: str) -> None:
-    """Raise ConfigError naming the first of `names` whose value is set and not > 0."""
+    """Raise ConfigError naming the first of `names` whose value is set and not > 0 (and finite)."""
     for name in names:
         value = getattr(config, name)
-        if value is not None and not value > 0:
-            raise ConfigError(f"{name} must be positive, got {value}")
+        if value is not None and not 0 < value < math.inf:
+            finite = " and finite" if value == math.inf else ""
+            raise ConfigError(f"{name} must be positive{finite}, got {value}")
 
 
 def fraction(config, *names: str, high: float = 1.0) -> None:

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from slimbert.checkpoint import check_same_vocabulary, load_model, load_tokenizer, resolve
+from slimbert.checkpoint import check_same_vocabulary, fit_tokenizer, load_model, load_tokenizer, resolve
 from slimbert.compress.students import (BertStudentSpec, BiLSTMStudentSpec, CheckpointStudentSpec,
                                         CNNStudentSpec, StudentSpec, StudentSpecError, make_student,
                                         parse_student_spec)
@@ -219,17 +219,22 @@ def transfer_set(train: list[Example], cfg: AugmentConfig | None, cache_dir: Pat
 def matched_layers(weights: LossWeights, layer_map: LayerMap | None, student: nn.Module,
                    teacher: nn.Module) -> list[tuple[int, int]] | None:
     """The (student, teacher) layer pairs the hidden-state and attention terms match, if any:
-    `layer_map` checked against both depths, or the uniform map."""
-    if not (weights.hidden or weights.attention):
+    `layer_map` checked against both depths, or the uniform map. A `layer_map` given is checked
+    even when no loss uses it, so that a wrong one is never silently ignored."""
+    uses_layers = bool(weights.hidden or weights.attention)
+    if not uses_layers and layer_map is None:
         return None
     if not (isinstance(student.config, BertConfig) and isinstance(teacher.config, BertConfig)):
+        if not uses_layers:
+            raise StudentSpecError("--layer-map pairs Transformer layers: a bilstm/cnn student has none")
         raise StudentSpecError("hidden-state and attention losses need a BERT student and teacher; "
                                "a bilstm/cnn student distils from logits only")
     ns, nt = student.config.num_hidden_layers, teacher.config.num_hidden_layers
     try:
-        return layer_map.check(ns, nt) if layer_map else uniform_layer_map(ns, nt)
+        pairs = layer_map.check(ns, nt) if layer_map else uniform_layer_map(ns, nt)
     except LayerMapError as e:
         raise StudentSpecError(f"--layer-map: {e}") from None
+    return pairs if uses_layers else None
 
 
 def width(model: nn.Module) -> int | None:
@@ -272,6 +277,8 @@ def distill(config: DistillConfig, data: TaskData, train: TrainConfig | None = N
             "problem_type": "regression" if data.regression else "single_label_classification"})
         if config.layerdrop:
             set_layerdrop(net, config.layerdrop)
+    layers = matched_layers(w, config.layer_map, net, teacher_net)  # checked before any work
+    fit_tokenizer(tokenizer, net.config, f"the student {config.student}")  # it reads what the teacher reads
 
     t0 = time.perf_counter()
     examples, n_aug = transfer_set(data.train.examples, augment_cfg, cache_dir, train.progress)
@@ -285,7 +292,7 @@ def distill(config: DistillConfig, data: TaskData, train: TrainConfig | None = N
             progress=train.progress)
         teacher_seconds = time.perf_counter() - t0
     objective = DistillationObjective(
-        teacher_net, w, config.temperature, matched_layers(w, config.layer_map, net, teacher_net),
+        teacher_net, w, config.temperature, layers,
         student_hidden=width(net), teacher_hidden=width(teacher_net), hidden_loss=config.hidden_loss,
         regression=data.regression)
     dev = encode(data.dev, tokenizer, config.max_length, data.regression)
@@ -306,6 +313,7 @@ def distill(config: DistillConfig, data: TaskData, train: TrainConfig | None = N
         "augmented_examples": n_aug,
         "dev_examples": len(dev) if dev else 0,
         "main_metric": data.main_metric,
+        "labels": data.label_mapping(),  # what each output of the model means
         "loss_weights": w.active(),
         "temperature": config.temperature,
         "layer_map": objective.layer_map,

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from slimbert.checkpoint import check_same_vocabulary, load_model, load_tokenizer, resolve
+from slimbert.checkpoint import check_same_vocabulary, fit_tokenizer, load_model, load_tokenizer, resolve
 from slimbert.compress.students import (BertStudentSpec, CheckpointStudentSpec, StudentSpecError,
                                         make_student, parse_student_spec)
 from slimbert.config import BertConfig
@@ -114,6 +114,7 @@ def distill_general(config: DistillGeneralConfig, train: TrainConfig | None = No
         if isinstance(spec, CheckpointStudentSpec):
             check_same_vocabulary(spec.path, tokenizer)
         net = make_student(spec, teacher_net, {"head": tcfg.head})
+    fit_tokenizer(tokenizer, net.config, f"the student {config.student}")  # it reads what the teacher reads
     examples = read_corpus(config.corpus)[:config.max_examples]
     train_set = encode_examples(examples, tokenizer, config.max_length)
     layer_map = config.layer_map

@@ -72,6 +72,7 @@ def finetune(config: FinetuneConfig, data: TaskData, train: TrainConfig | None =
         "train_examples": len(train_set),
         "dev_examples": len(dev) if dev else 0,
         "main_metric": data.main_metric,
+        "labels": data.label_mapping(),  # what each output of the model means
         "max_length": config.max_length,
         "layerdrop": getattr(net.config, "layerdrop", 0.0),
     }

@@ -78,7 +78,8 @@ class PruneConfig:
 
 
 def train_defaults(config: PruneConfig) -> dict:
-    return {"epochs": config.recover_epochs, "lr": RECOVERY_LR}
+    # without recovery nothing trains, but the TrainConfig must still be a valid one
+    return {"epochs": max(config.recover_epochs, 1), "lr": RECOVERY_LR}
 
 
 def prune(config: PruneConfig, data: TaskData, train: TrainConfig | None = None) -> dict:

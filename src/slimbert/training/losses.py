@@ -117,3 +117,28 @@ def attention_kl(student_probs: torch.Tensor, teacher_probs: torch.Tensor,
     kl = (torch.xlogy(t, t) - t * s.clamp_min(eps).log()).sum(-1)  # (B, N, T)
     kl = kl.mean(1)  # (B, T): averaged over heads
     return _masked_mean(kl, mask)
+
+
+def label_smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.1
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label-smoothed cross-entropy and plain NLL, averaged over the labelled tokens.
+
+    Szegedy et al. 2016 (https://arxiv.org/abs/1512.00567), as Vaswani et al. train translation
+    models: the target distribution is (1 - eps) on the gold token plus eps spread uniformly
+    over all C classes, so loss = (1 - eps) * nll + eps * mean_c(-log p_c). This is PyTorch's
+    `cross_entropy(label_smoothing=eps)`; fairseq spreads eps over the C - 1 other classes
+    instead, a difference of order eps / C. Positions labelled IGNORE_INDEX (padding) count in
+    neither the sum nor the mean. The NLL is returned too: exp(nll) is the perplexity.
+
+    logits (B, T, C) or (N, C); labels (B, T) or (N,). Returns (loss, nll), scalars.
+    """
+    if not 0 <= smoothing < 1:
+        raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
+    logp = logits.float().reshape(-1, logits.shape[-1]).log_softmax(-1)  # (N, C)
+    labels = labels.reshape(-1)
+    keep = labels != IGNORE_INDEX  # (N,)
+    count = keep.sum().clamp_min(1)
+    gold = logp.gather(1, labels.clamp_min(0)[:, None]).squeeze(1)  # (N,); ignored rows read class 0
+    nll = -(gold * keep).sum() / count
+    uniform = -(logp.mean(-1) * keep).sum() / count
+    return (1 - smoothing) * nll + smoothing * uniform, nll

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from slimbert.data.batching import IGNORE_INDEX, Batch, model_inputs
-from slimbert.training.losses import hard_cross_entropy, regression_mse
+from slimbert.training.losses import hard_cross_entropy, label_smoothed_cross_entropy, regression_mse
 
 
 class Objective(Protocol):
@@ -53,12 +53,63 @@ class MaskedLMObjective:
     this works through DDP and torch.compile too.
     """
 
-    masker: Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
+    # None: the batches come masked, with the original ids at the masked positions in "labels"
+    # (slimbert.data.packed.PackedMLMBatches masks per sample)
+    masker: Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inputs = model_inputs(batch)
-        inputs["input_ids"], labels = self.masker(inputs["input_ids"], inputs.get("attention_mask"))
+        if self.masker is None:
+            labels = batch["labels"]  # (B, T)
+        else:
+            inputs["input_ids"], labels = self.masker(inputs["input_ids"], inputs.get("attention_mask"))
         masked = labels != IGNORE_INDEX  # (B, T)
         logits = model(**inputs, masked_positions=masked).logits  # (M, V)
         loss = hard_cross_entropy(logits, labels[masked])
         return loss, {"loss": loss.detach()}
+
+
+class Seq2SeqObjective(nn.Module):
+    """Translation: label-smoothed cross-entropy of each next target token under teacher forcing,
+    over the real target tokens only (padding is labelled IGNORE_INDEX).
+
+    `teacher_forcing` is the probability that the decoder reads the gold previous token (models
+    that step through time, the LSTM; a Transformer takes 1 only). With `teacher_forcing_end`
+    it moves linearly from one to the other over `total_steps` calls (scheduled sampling,
+    Bengio et al. 2015). The calls made so far are part of the module's state, so a resumed run
+    continues the schedule where it stopped.
+    """
+
+    def __init__(self, label_smoothing: float = 0.1, teacher_forcing: float = 1.0,
+                 teacher_forcing_end: float | None = None, total_steps: int = 0):
+        super().__init__()
+        for name, value in (("teacher_forcing", teacher_forcing),
+                            ("teacher_forcing_end", teacher_forcing_end)):
+            if value is not None and not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        self.label_smoothing = label_smoothing
+        self.teacher_forcing, self.teacher_forcing_end = teacher_forcing, teacher_forcing_end
+        self.total_steps = total_steps  # calls over which the ratio moves (optimizer steps x accumulation)
+        self.calls = 0
+
+    def ratio(self) -> float:
+        """The teacher-forcing ratio of the next call."""
+        if self.teacher_forcing_end is None or self.total_steps <= 1:
+            return self.teacher_forcing
+        progress = min(self.calls / (self.total_steps - 1), 1.0)
+        return self.teacher_forcing + (self.teacher_forcing_end - self.teacher_forcing) * progress
+
+    def forward(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        ratio = self.ratio()
+        extra = {"teacher_forcing": ratio} if ratio < 1 else {}
+        inputs = (batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"])
+        logits = model(*inputs, **extra).logits
+        loss, nll = label_smoothed_cross_entropy(logits, batch["labels"], self.label_smoothing)
+        self.calls += 1
+        return loss, {"loss": loss.detach(), "nll": nll.detach()}
+
+    def get_extra_state(self) -> dict:
+        return {"calls": self.calls}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.calls = int(state["calls"])

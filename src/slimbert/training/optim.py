@@ -24,13 +24,18 @@ class Lamb(torch.optim.Optimizer):
     rescaled per parameter tensor by the trust ratio ||w|| / ||r||, so every layer moves by a
     similar fraction of its own norm. That keeps very large batches (and learning rates) stable.
     A tensor with zero norm (fresh biases) takes the plain step (ratio 1).
+
+    A parameter group with `trust_ratio=False` takes the plain step always: `build_optimizer`
+    sets it for biases and LayerNorm weights, which the LAMB authors exclude from both the
+    weight decay and the layer adaptation (`exclude_from_layer_adaptation` in their release).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-6, weight_decay: float = 0.0):
+                 eps: float = 1e-6, weight_decay: float = 0.0, trust_ratio: bool = True):
         if lr <= 0 or eps <= 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"invalid LAMB hyper-parameters lr={lr}, betas={betas}, eps={eps}")
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      trust_ratio=trust_ratio))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -55,6 +60,9 @@ class Lamb(torch.optim.Optimizer):
                 update = m_hat / (v_hat.sqrt() + group["eps"])
                 if group["weight_decay"]:
                     update.add_(p, alpha=group["weight_decay"])
+                if not group["trust_ratio"]:
+                    p.sub_(update, alpha=group["lr"])
+                    continue
                 w_norm, u_norm = p.norm(), update.norm()
                 trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
                 p.sub_(update * (group["lr"] * trust))
@@ -70,6 +78,8 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float)
         # fused kernels where available (CUDA); the foreach path elsewhere
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
     if name == "lamb":
+        decay, no_decay = groups
+        no_decay["trust_ratio"] = False  # biases and LayerNorms: no decay and no layer adaptation
         return Lamb(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6)
     raise ValueError(f"unknown optimizer '{name}'; choose one of {OPTIMIZERS}")
 

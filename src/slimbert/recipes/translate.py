@@ -1,0 +1,73 @@
+"""`slimbert translate`: lines of text translated by a model of `slimbert train-seq2seq`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from slimbert.checkpoint import load_model, resolve
+from slimbert.config import Seq2SeqConfig
+from slimbert.errors import CheckpointError, ConfigError
+from slimbert.generation import SearchConfig, Translations, translate
+from slimbert.hardware import resolve_device
+from slimbert.recipes.common import positive
+from slimbert.subword import SubwordTokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TranslateConfig:
+    model: str  # translation checkpoint directory (from slimbert train-seq2seq)
+    beam: int = 5  # beam size (1: greedy search)
+    nbest: int = 1  # hypotheses printed per line, best first: "LINE<TAB>SCORE<TAB>TEXT" when more than 1
+    length_penalty: float = 1.0  # alpha: hypotheses ranked by log p / length^alpha (as fairseq and Marian)
+    min_length: int = 1  # fewest tokens before </s>
+    max_len_a: float = 1.5  # a translation has at most max_len_a * source tokens + max_len_b tokens
+    max_len_b: int = 10  # (see --max-len-a)
+    batch_size: int = 32  # sentences decoded together (sorted by length)
+    kv_cache: bool = True  # reuse keys/values across steps (off: recompute the prefix every step, slow)
+    device: str = "auto"  # cpu, cuda, cuda:N or auto
+
+    def __post_init__(self) -> None:
+        positive(self, "beam", "nbest", "batch_size")
+        self.search()
+
+    def search(self) -> SearchConfig:
+        try:
+            return SearchConfig(beam_size=self.beam, length_penalty=self.length_penalty,
+                                min_length=self.min_length, max_len_a=self.max_len_a,
+                                max_len_b=self.max_len_b, nbest=self.nbest, use_cache=self.kv_cache)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+
+def load_translator(spec: str | Path, device: str = "auto") -> tuple[nn.Module, SubwordTokenizer]:
+    """A translation model and its joint vocabulary, from a checkpoint directory."""
+    directory = resolve(spec)
+    model = load_model(directory)
+    if not isinstance(model.config, Seq2SeqConfig):
+        raise CheckpointError(f"{directory}: a {model.config.MODEL_TYPE} model does not translate; "
+                              "train one with slimbert train-seq2seq")
+    tokenizer = SubwordTokenizer.from_dir(directory)
+    if len(tokenizer) != model.config.vocab_size:
+        raise CheckpointError(f"{directory}: tokenizer.json has {len(tokenizer)} pieces but config.json "
+                              f"says vocab_size={model.config.vocab_size}: the vocabulary does not belong "
+                              "to this model")
+    return model.to(resolve_device(device)), tokenizer
+
+
+def translate_lines(config: TranslateConfig, lines: Sequence[str], model: nn.Module | None = None,
+                    tokenizer: SubwordTokenizer | None = None, progress: str | None = None) -> Translations:
+    """Translate `lines` (an empty line gives an empty translation)."""
+    if model is None or tokenizer is None:
+        model, tokenizer = load_translator(config.model, config.device)
+    result = translate(model, tokenizer, lines, config.search(), config.batch_size, progress)
+    if result.truncated:
+        log.warning("%d input lines were longer than the model's %d tokens and were cut",
+                    result.truncated, model.config.max_source_length)
+    return result
