@@ -647,10 +647,11 @@ COMMANDS = {
                                "when it is a bare encoder. Inputs are masked dynamically, 80/10/10."),
     "pretrain": Command("pretrain a BERT with masked-LM on raw text, from scratch or from a checkpoint",
                         options_pretrain, run_pretrain,
-                        "Masked-LM pretraining (no next-sentence prediction): the corpus is tokenized once into "
-                        "memory-mapped shards, packed into full sequences with [SEP] between documents, and "
-                        "masked dynamically (80/10/10) per sample. Runs under torchrun (DDP); --resume continues "
-                        "exactly, on any number of processes at the same global batch."),
+                        "Masked-LM pretraining (no next-sentence prediction): the corpus is tokenized once "
+                        "into memory-mapped shards, packed into full sequences with [SEP] between documents, "
+                        "and masked dynamically (80/10/10) per sample. Runs under torchrun (DDP, --fsdp, "
+                        "--tensor-parallel); --resume continues exactly, on any number of processes at the "
+                        "same global batch."),
     "report": Command("teacher and students side by side: accuracy, size, latency, throughput; Markdown, "
                       "JSON and a PNG plot", options_report, run_report),
     "prune": Command("remove attention heads, feed-forward neurons and/or layers, then optionally recover "
@@ -809,6 +810,9 @@ def main(argv: list[str] | None = None) -> int:
     except SlimbertError as e:
         print(f"slimbert {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # what the system refused: permission denied, disk full, ... (names the file)
+        print(f"slimbert {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"slimbert {args.command}: interrupted", file=sys.stderr)
         return 130
