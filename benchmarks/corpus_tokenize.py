@@ -1,4 +1,4 @@
-"""Tokenizing a pretraining corpus into token shards: throughput (MB/s) and peak memory, at 1x and Nx the corpus.
+"""Tokenizing a pretraining corpus into token shards: throughput (MB/s) and peak memory, 1x and Nx.
 
 Each size runs in a fresh process that tokenizes every file into an empty cache
 (`slimbert.data.corpus.corpus_shards`, what `slimbert pretrain` does on its first run) and
@@ -78,8 +78,8 @@ def main() -> None:
                                   capture_output=True, text=True, check=True)
             run = {"copies": n, **json.loads(proc.stdout.strip().splitlines()[-1])}
             runs.append(run)
-            print(f"{n}x: {run['megabytes']:.0f} MB, {run['tokens'] / 1e6:.1f} M tokens in {run['seconds']:.1f} s "
-                  f"= {run['mb_per_s']:.2f} MB/s; peak RSS {run['peak_rss_mb']:.0f} MB "
+            print(f"{n}x: {run['megabytes']:.0f} MB, {run['tokens'] / 1e6:.1f} M tokens in "
+                  f"{run['seconds']:.1f} s = {run['mb_per_s']:.2f} MB/s; peak RSS {run['peak_rss_mb']:.0f} MB "
                   f"({run['rss_after_imports_mb']:.0f} MB after imports)")
             shutil.rmtree(cache)
     result = {"date": date.today().isoformat(), "vocab": args.vocab, "threads": os.cpu_count(),

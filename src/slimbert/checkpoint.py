@@ -261,7 +261,8 @@ def _normalise_keys(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, 
     return out
 
 
-def load_weights(model: nn.Module, sd: dict[str, torch.Tensor], source: str, other_head: bool = False) -> None:
+def load_weights(model: nn.Module, sd: dict[str, torch.Tensor], source: str,
+                 other_head: bool = False) -> None:
     """Copy `sd` into `model`, checking every key and shape.
 
     A tensor the model lacks, or one of the wrong shape, is an error naming it; a missing

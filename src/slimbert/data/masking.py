@@ -52,7 +52,8 @@ class MLMMasker:
         # One more uniform draw splits the chosen positions 80 / 10 / 10.
         v = torch.rand(input_ids.shape, device=input_ids.device)
         random_ids = torch.randint(self.vocab_size, input_ids.shape, device=input_ids.device)
-        masked = replace_chosen(input_ids, chosen, v, random_ids, self.mask_id, self.mask_share, self.random_share)
+        masked = replace_chosen(input_ids, chosen, v, random_ids, self.mask_id, self.mask_share,
+                                self.random_share)
         return masked, labels
 
 
@@ -134,5 +135,6 @@ class SampleMasker:
             u = u.gather(1, start_of_word)  # (B, T)
         chosen = eligible & (u < self.probability)
         labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
-        masked = replace_chosen(input_ids, chosen, v, random_ids, self.mask_id, self.mask_share, self.random_share)
+        masked = replace_chosen(input_ids, chosen, v, random_ids, self.mask_id, self.mask_share,
+                                self.random_share)
         return masked, labels

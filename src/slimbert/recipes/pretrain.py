@@ -64,7 +64,8 @@ PLAN_NAME = "pretrain_plan.json"
 
 def parse_duration(text: str) -> float:
     """'2h', '90m', '1h30m', '45s' or plain seconds -> seconds."""
-    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d*)?)h)?\s*(?:(\d+(?:\.\d*)?)m)?\s*(?:(\d+(?:\.\d*)?)s?)?\s*", str(text))
+    number = r"(\d+(?:\.\d*)?)"
+    m = re.fullmatch(rf"\s*(?:{number}h)?\s*(?:{number}m)?\s*(?:{number}s?)?\s*", str(text))
     if not m or not any(m.groups()):
         raise ValueError(f"expected a duration like 2h, 90m, 1h30m or 3600s, got '{text}'")
     h, mins, s = (float(g) if g else 0.0 for g in m.groups())
@@ -83,11 +84,13 @@ class PretrainConfig:
     model_config: str | None = None
     # continue pretraining this checkpoint (a bare encoder gets a fresh MLM head); its vocabulary is kept
     init_from: str | None = field(default=None, metadata={"flag": "--from", "metavar": "DIR"})
-    vocab: str | None = None  # directory with vocab.txt (default: a WordPiece vocabulary trained on the corpus)
+    # directory with vocab.txt (default: a WordPiece vocabulary trained on the corpus)
+    vocab: str | None = None
     vocab_size: int | None = None  # size of the vocabulary trained on the corpus (default: 30522)
     cased: bool = False  # keep case in a vocabulary trained on the corpus
     seq_length: int = 128  # tokens per packed sequence, [CLS] and [SEP] included
-    mask_prob: float = 0.15  # share of tokens to predict (80% [MASK], 10% random, 10% kept); MosaicBERT uses 0.3
+    # share of tokens to predict (80% [MASK], 10% random, 10% kept); MosaicBERT uses 0.3
+    mask_prob: float = 0.15
     whole_word_mask: bool = False  # choose whole words (all their ## pieces) instead of single tokens
     # sequences per optimizer step over all processes; sets the accumulation to
     # global_batch / (batch_size x processes) (default: batch_size x grad_accum x processes)
@@ -115,10 +118,11 @@ class PretrainConfig:
         if not 0 < self.mask_prob < 1:
             raise ConfigError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
         if self.init_from and (self.vocab or self.vocab_size or self.model_config):
-            raise ConfigError("--from keeps that checkpoint's model and vocabulary; drop --vocab, --vocab-size "
-                              "and --model-config")
+            raise ConfigError("--from keeps that checkpoint's model and vocabulary; drop --vocab, "
+                              "--vocab-size and --model-config")
         if self.vocab and self.vocab_size:
-            raise ConfigError("give either --vocab (an existing vocabulary) or --vocab-size (train one), not both")
+            raise ConfigError("give either --vocab (an existing vocabulary) or --vocab-size (train one), "
+                              "not both")
         if self.max_tokens and self.time_budget:
             raise ConfigError("give one budget: --max-steps, --max-tokens or --time-budget")
         positive(self, "tensor_parallel")
@@ -161,8 +165,9 @@ def corpus_vocabulary(paths: list[str], size: int, lowercase: bool, cache_dir: P
     files = [Path(p) for p in paths]
     for f in files:
         if not f.is_file():
-            raise DataError(f"{f}: file not found" if not f.exists() else f"{f}: is a directory; give text files")
-    key = hashlib.sha256(json.dumps([[shard_key(f, "") for f in files], size, lowercase]).encode()).hexdigest()[:20]
+            raise DataError(f"{f}: file not found" if not f.exists() else f"{f}: is a directory; give files")
+    identity = json.dumps([[shard_key(f, "") for f in files], size, lowercase])
+    key = hashlib.sha256(identity.encode()).hexdigest()[:20]
     where = cache_dir / "vocab" / key
     if rank == 0 and not (where / "vocab.txt").exists():
         log.info("training a %d-token WordPiece vocabulary on %d file(s)", size, len(files))
@@ -215,10 +220,11 @@ def plan_time_budget(config: PretrainConfig, train: TrainConfig, net: torch.nn.M
         try:
             plan = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            raise CheckpointError(f"{path}: missing or unreadable; it records the steps of the time budget") from None
+            raise CheckpointError(f"{path}: missing or unreadable; it records the steps of the time "
+                                  "budget") from None
         if plan.get("time_budget") != config.time_budget:
-            raise CheckpointError(f"{path}: the run was planned for a time budget of {plan.get('time_budget')} s, "
-                                  f"not {config.time_budget} s")
+            raise CheckpointError(f"{path}: the run was planned for a time budget of "
+                                  f"{plan.get('time_budget')} s, not {config.time_budget} s")
         return plan
     device = resolve_device(train.device)
     if device.type == "cuda" and world > 1:
@@ -258,8 +264,8 @@ def pretrain(config: PretrainConfig, train: TrainConfig | None = None) -> dict:
     elif config.vocab:
         tokenizer = load_tokenizer(config.vocab)
     else:
-        tokenizer = corpus_vocabulary(config.corpus, config.vocab_size or DEFAULT_VOCAB_SIZE, not config.cased,
-                                      cache, rank, world, train.progress)
+        tokenizer = corpus_vocabulary(config.corpus, config.vocab_size or DEFAULT_VOCAB_SIZE,
+                                      not config.cased, cache, rank, world, train.progress)
     if rank == 0:
         corpus = TokenCorpus.build(config.corpus, tokenizer, cache / "corpus", progress=train.progress)
     _barrier(world)
@@ -272,7 +278,8 @@ def pretrain(config: PretrainConfig, train: TrainConfig | None = None) -> dict:
         check_same_vocabulary(config.init_from, tokenizer, "its tokenizer's")
         net = load_model(config.init_from, head="mlm")
     else:
-        net = build_model(model_config(config.model_config or DEFAULT_PRESET, len(tokenizer), tokenizer.pad_id))
+        spec = config.model_config or DEFAULT_PRESET
+        net = build_model(model_config(spec, len(tokenizer), tokenizer.pad_id))
     if not isinstance(net.config, BertConfig) or net.config.head != "mlm":
         raise CheckpointError(f"{config.init_from or last}: pretraining needs a BERT model")
     if config.seq_length > net.config.max_position_embeddings:
@@ -294,8 +301,8 @@ def pretrain(config: PretrainConfig, train: TrainConfig | None = None) -> dict:
     if config.global_batch:
         per_step = train.batch_size * replicas
         if config.global_batch % per_step:
-            raise ConfigError(f"global_batch {config.global_batch} is not a multiple of batch_size x processes "
-                              f"= {train.batch_size} x {replicas}")
+            raise ConfigError(f"global_batch {config.global_batch} is not a multiple of batch_size x "
+                              f"processes = {train.batch_size} x {replicas}")
         grad_accum = config.global_batch // per_step
     masker = SampleMasker.for_tokenizer(tokenizer, config.mask_prob, config.whole_word_mask, train.seed)
     source = PackedMLMBatches(corpus, config.seq_length, train.batch_size, grad_accum, masker, train.seed,

@@ -71,8 +71,8 @@ class Sharding:
         if self.kind not in ("fsdp", "tensor"):
             raise ConfigError(f"sharding must be 'fsdp' or 'tensor', got '{self.kind}'")
         if self.world < 2:
-            raise ConfigError(f"{self.kind} sharding needs 2 or more processes (torchrun --nproc_per_node N), "
-                              f"got {self.world}")
+            raise ConfigError(f"{self.kind} sharding needs 2 or more processes (torchrun "
+                              f"--nproc_per_node N), got {self.world}")
 
     @property
     def data_parallel_size(self) -> int:
@@ -93,8 +93,9 @@ class Sharding:
             return
         from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
-        plan = {"attn.q_proj": ColwiseParallel(), "attn.k_proj": ColwiseParallel(), "attn.v_proj": ColwiseParallel(),
-                "attn.out_proj": RowwiseParallel(), "ffn.fc_in": ColwiseParallel(), "ffn.fc_out": RowwiseParallel()}
+        plan = {"attn.q_proj": ColwiseParallel(), "attn.k_proj": ColwiseParallel(),
+                "attn.v_proj": ColwiseParallel(), "attn.out_proj": RowwiseParallel(),
+                "ffn.fc_in": ColwiseParallel(), "ffn.fc_out": RowwiseParallel()}
         for i, layer in enumerate(_layers(model)):
             heads, width = layer.attn.num_heads, layer.ffn.width
             if heads % self.world or width % self.world:
@@ -130,7 +131,8 @@ class Sharding:
         """A full copy of the model on the CPU on rank 0 (None elsewhere): what a checkpoint
         saves and an evaluation runs. Every process must call it (it gathers the shards)."""
         api = _state_dict_api()
-        state = api.get_model_state_dict(model, options=api.StateDictOptions(full_state_dict=True, cpu_offload=True))
+        options = api.StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = api.get_model_state_dict(model, options=options)
         if dist.get_rank() != 0:
             return None
         full = build_model(model.config)
@@ -150,9 +152,10 @@ class Sharding:
     def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
         """The full optimizer state (rank 0; every process must call it)."""
         api = _state_dict_api()
-        return api.get_optimizer_state_dict(model, optimizer,
-                                            options=api.StateDictOptions(full_state_dict=True, cpu_offload=True))
+        options = api.StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return api.get_optimizer_state_dict(model, optimizer, options=options)
 
     def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
         api = _state_dict_api()
-        api.set_optimizer_state_dict(model, optimizer, state, options=api.StateDictOptions(full_state_dict=True))
+        options = api.StateDictOptions(full_state_dict=True)
+        api.set_optimizer_state_dict(model, optimizer, state, options=options)

@@ -383,7 +383,8 @@ class Trainer:
             self._writer.add_scalar("train/lr", lr, self.state.global_step)
             self._writer.add_scalar("train/tokens_per_s", tok_s, self.state.global_step)
         if bar.disable:
-            log.info("step %d: %s, lr=%.2e, %.0f tokens/s", self.state.global_step, self._fmt(means), lr, tok_s)
+            log.info("step %d: %s, lr=%.2e, %.0f tokens/s", self.state.global_step, self._fmt(means), lr,
+                     tok_s)
         else:
             bar.set_postfix(epoch=epoch + 1, **{k: f"{v:.4f}" for k, v in means.items()}, lr=f"{lr:.2e}",
                             seq_s=f"{seq_s:.0f}", tok_s=f"{tok_s:.0f}")
@@ -440,8 +441,9 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError("report_to tensorboard needs the tensorboard package (pip install tensorboard), "
-                              "or leave it at none: OUT/train_log.jsonl is always written") from None
+            raise ConfigError("report_to tensorboard needs the tensorboard package (pip install "
+                              "tensorboard), or leave it at none: OUT/train_log.jsonl is always written"
+                              ) from None
         return SummaryWriter(log_dir=str(self.out / "runs"))
 
     @staticmethod
@@ -453,7 +455,8 @@ class Trainer:
         """Stop the run when a weight has become NaN or inf (a step too large, e.g. a huge
         learning rate): nothing from here on is saved, so OUT and OUT/last keep the models
         from before. Checked where the run saves and after a skipped step, not every step."""
-        finite = torch.stack([torch.isfinite(local_tensor(p)).all() for p in self.trainable.parameters()]).all()
+        finite = torch.stack([torch.isfinite(local_tensor(p)).all()
+                              for p in self.trainable.parameters()]).all()
         if self.sharding is not None:  # every process checks its shards; all must agree
             finite = finite.float()
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
