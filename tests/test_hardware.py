@@ -20,6 +20,8 @@ def test_detect_machine_reads_this_machine():
     assert machine.threads == torch.get_num_threads()
     assert machine.cpu_model and machine.cpu_model in machine.line()
     assert machine.as_dict()["bf16_native"] == machine.bf16_native
+    onnxruntime = pytest.importorskip("onnxruntime")
+    assert machine.onnx_providers == tuple(onnxruntime.get_available_providers())
 
 
 def test_bf16_is_native_with_avx512_bf16_or_amx_only():

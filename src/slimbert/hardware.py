@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import platform
 import re
 from contextlib import nullcontext
@@ -72,6 +73,7 @@ class Machine:
     flags: tuple[str, ...]  # the REPORTED_FLAGS the CPU has
     threads: int  # torch threads
     cuda: str | None = None  # "NVIDIA H200 (sm_90)" when a GPU is visible
+    onnx_providers: tuple[str, ...] = ()  # ONNX Runtime's execution providers, when it is installed
 
     @property
     def bf16_native(self) -> bool:
@@ -90,7 +92,8 @@ class Machine:
 
     def as_dict(self) -> dict:
         return {"cpu_model": self.cpu_model, "isa": self.isa, "flags": list(self.flags), "threads": self.threads,
-                "cuda": self.cuda, "bf16_native": self.bf16_native, "line": self.line()}
+                "cuda": self.cuda, "onnx_providers": list(self.onnx_providers), "bf16_native": self.bf16_native,
+                "line": self.line()}
 
 
 def _cpuinfo() -> tuple[str, set[str]]:
@@ -112,8 +115,13 @@ def detect_machine() -> Machine:
     if torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability()
         cuda = f"{torch.cuda.get_device_name()} (sm_{major}{minor})"
+    providers: tuple[str, ...] = ()
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime
+
+        providers = tuple(onnxruntime.get_available_providers())
     return Machine(model, torch.backends.cpu.get_cpu_capability(), tuple(f for f in REPORTED_FLAGS if f in flags),
-                   torch.get_num_threads(), cuda)
+                   torch.get_num_threads(), cuda, providers)
 
 
 def check_bf16(device: torch.device | str, what: str, force: bool = False) -> None:
