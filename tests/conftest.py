@@ -96,3 +96,13 @@ def csv_task(tmp_path):
     train.write_text("review,sentiment\n" + "".join(f"\"{t}\",{y}\n" for t, y in zip(TRAIN, label)))
     dev.write_text("review,sentiment\n" + "".join(f"\"{t}\",{y}\n" for t, y in zip(TRAIN[:8], label[:8])))
     return train, dev
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: many small ops that a second thread does not speed up, and that slow down
+    badly when the threads wait on each other on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

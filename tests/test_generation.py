@@ -18,14 +18,8 @@ from slimbert.models import build_model
 V, PAD, BOS, EOS = 24, 0, 2, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: many small ops that a second thread does not speed up, and that slow down
-    badly when the threads wait on each other on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: many small ops that a second thread does not speed up (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_transformer(**overrides) -> Seq2SeqTransformerConfig:

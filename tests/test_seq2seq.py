@@ -34,14 +34,8 @@ from slimbert.training.trainer import TrainConfig, Trainer
 MULTI30K = DATA_DIR / "multi30k"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: many small ops that a second thread does not speed up, and that slow down
-    badly when the threads wait on each other on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: many small ops that a second thread does not speed up (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from slimbert.errors import CheckpointError
+from slimbert.io import atomic_write_text, read_utf8
 
 # Which head a model carries. "none" is the bare encoder (HF BertModel).
 Head = Literal["none", "classification", "mlm"]
@@ -82,8 +83,6 @@ class ModelConfig:
         raise NotImplementedError
 
     def save(self, path: str | Path) -> None:
-        from slimbert.io import atomic_write_text
-
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
@@ -98,17 +97,9 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
     """The JSON object (mapping) in `path`: a missing, unreadable, undecodable or malformed file,
     or one whose top level is not an object, is a CheckpointError naming the file."""
     path = Path(path)
+    text = read_utf8(path, CheckpointError, "a JSON file (is this a checkpoint directory?)")
     try:
-        d = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing (is this a checkpoint directory?)") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory, expected a JSON file") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
-    except UnicodeDecodeError as e:
-        raise CheckpointError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
-                              "save it as UTF-8") from None
+        d = json.loads(text)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
     if not isinstance(d, dict):

@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash mid-write leaves the old file or the new one, never half of one."""
+"""Reading UTF-8 text with errors that name the file, and atomic file writes: a crash mid-write
+leaves the old file or the new one, never half of one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,23 @@ import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
+
+
+def read_utf8(path: str | Path, error: type[Exception], expected: str = "a text file") -> str:
+    """The whole of a UTF-8 text file. A missing file, a directory, an unreadable file or bytes
+    that are not UTF-8 raise `error` with one line naming the file (and the line of the bad byte)."""
+    path = Path(path)
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: not found, expected {expected}") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, expected {expected}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise error(f"{path}:{line}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); re-save it as UTF-8") from None
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -19,7 +19,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from slimbert.config import read_json_object
 from slimbert.errors import CheckpointError, DataError
-from slimbert.io import atomic_write_text
+from slimbert.io import atomic_write_text, read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +38,7 @@ def read_vocab(vocab_file: str | Path) -> dict[str, int]:
     """token -> id of a `vocab.txt`: one UTF-8 token per line, its id the line's index. What is
     wrong with the file is a CheckpointError naming it (and the line)."""
     path = Path(vocab_file)
-    try:
-        lines = path.read_bytes().decode("utf-8").split("\n")
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: vocabulary file not found") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory, expected the vocabulary file") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
-    except UnicodeDecodeError as e:
-        line = e.object[:e.start].count(b"\n") + 1
-        raise CheckpointError(f"{path}:{line}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); "
-                              "a vocabulary is one UTF-8 token per line") from None
+    lines = read_utf8(path, CheckpointError, "the vocabulary file (vocab.txt)").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     vocab: dict[str, int] = {}

@@ -24,21 +24,16 @@ from torch.nn.utils.rnn import pad_sequence
 from slimbert.data.batch_sources import BucketedBatches
 from slimbert.data.batching import IGNORE_INDEX, Batch
 from slimbert.errors import DataError
+from slimbert.io import read_utf8
 from slimbert.subword import SubwordTokenizer
 
 
 def read_text_lines(path: str | Path) -> list[str]:
     """Every line of a UTF-8 text file, empty ones included (line i is element i - 1)."""
-    path = Path(path)
-    try:
-        with path.open(encoding="utf-8", newline="") as f:
-            return [line.rstrip("\r\n") for line in f]
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a text file") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e})") from None
+    lines = read_utf8(path, DataError).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final line break ends the last line; it does not start another
+    return [line.rstrip("\r") for line in lines]
 
 
 @dataclass
