@@ -20,6 +20,16 @@ WORDS = ("the a movie film was is good great bad awful terrible fine plot actors
          "and but not very it this that story love hate best worst , . ! ?").split()
 
 
+@pytest.fixture(autouse=True)
+def _probe_cache(tmp_path_factory, monkeypatch):
+    """Machine probes (matmul peak, peak memory) that tests take on tiny inputs stay out of the
+    user's $SLIMBERT_CACHE/probes.json."""
+    from slimbert.evaluation import probe_cache
+
+    path = tmp_path_factory.mktemp("probes") / probe_cache.CACHE_FILE
+    monkeypatch.setattr(probe_cache, "cache_path", lambda: path)
+
+
 @pytest.fixture(scope="session")
 def glue_dir() -> Path:
     """The GLUE copy beside the repo. Where it must exist (CI), its absence fails the run."""

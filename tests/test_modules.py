@@ -8,13 +8,14 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import tiny_config
 from torch import nn
 
 from slimbert import build_model, load_model, save_checkpoint
-from slimbert.modules import (FeedForward, KVCache, MultiHeadAttention, PackedLSTM, RotaryEmbedding,
-                              SinusoidalPositions, StackCache, TransformerLayer, TransformerStack, activation,
-                              causal_mask, combine_masks, merge_directions, padding_mask)
+from slimbert.modules import (FeedForward, GatedAttentionUnit, GAULayer, KVCache, MultiHeadAttention, PackedLSTM,
+                              RotaryEmbedding, SinusoidalPositions, StackCache, TransformerLayer, TransformerStack,
+                              activation, causal_mask, combine_masks, merge_directions, padding_mask)
 
 H, N = 32, 4
 D = H // N
@@ -279,3 +280,156 @@ def test_bert_with_other_positions_trains_saves_and_reloads(tmp_path, tiny_token
             reversed_ = model(ids, position_ids=torch.arange(8, -1, -1)[None]).last_hidden_state
         torch.testing.assert_close(shifted, plain, atol=1e-5, rtol=1e-4)
         assert not torch.allclose(reversed_, plain, atol=1e-3)
+
+
+# ------------------------------------------- entropy-invariant scale, gated attention unit
+
+
+def hand_attention(attn: MultiHeadAttention, x: torch.Tensor, allowed: torch.Tensor,
+                   factor: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D) * factor, masked) v, then the output projection, written out."""
+    B, T, _ = x.shape
+    q, k, v = (p(x).view(B, T, N, D).transpose(1, 2) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+    scores = q @ k.transpose(-1, -2) / math.sqrt(D) * factor  # (B, N, T, T)
+    probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+    return attn.out_proj((probs @ v).transpose(1, 2).reshape(B, T, H))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_log_n_scale_equals_the_formula_by_hand(causal):
+    torch.manual_seed(0)
+    attn = attention(causal=causal).eval()
+    attn.scale_kind = "log_n"
+    x = torch.randn(2, 6, H)
+    lengths = torch.tensor([6, 4])  # row 2 is padded after 4 tokens
+    key_ok = torch.arange(6)[None, :] < lengths[:, None]  # (B, S)
+    allowed = key_ok[:, None, None, :].expand(2, 1, 6, 6)  # (B, 1, T, S)
+    if causal:
+        allowed = allowed & torch.ones(6, 6, dtype=torch.bool).tril()
+    n = allowed.sum(-1, keepdim=True).float()  # keys each query row sees
+    expected = hand_attention(attn, x, allowed, torch.log(n) / math.log(512))
+    mask = padding_mask(key_ok.long())
+    for maps in (False, True):  # the SDPA path and the explicit one
+        out, _ = attn(x, mask=mask, output_attentions=maps)
+        torch.testing.assert_close(out[0], expected[0])
+        torch.testing.assert_close(out[1, :4], expected[1, :4])  # real positions of the padded row
+    attn.scale_kind = "sqrt"  # the default is 1/sqrt(D), unchanged
+    torch.testing.assert_close(attn(x, mask=mask)[0][0], hand_attention(attn, x, allowed, torch.ones(1))[0])
+    with pytest.raises(ValueError, match="scale_kind"):
+        MultiHeadAttention(nn.Linear(H, H), nn.Linear(H, H), nn.Linear(H, H), nn.Linear(H, H), N, D,
+                           scale_kind="log")
+
+
+def gau_unit(causal: bool = False, rope: bool = False, e: int = 48, s: int = 16) -> GatedAttentionUnit:
+    return GatedAttentionUnit(nn.Linear(H, e), nn.Linear(H, e), nn.Linear(H, s), nn.Linear(e, H), causal=causal,
+                              rope=RotaryEmbedding(s) if rope else None).eval()
+
+
+def test_gau_computes_its_formula_with_the_shapes_of_the_paper():
+    torch.manual_seed(0)
+    gau = gau_unit()
+    with torch.no_grad():
+        gau.gamma.normal_()  # away from the tiny initial scale, so A is far from zero
+        gau.beta.normal_(std=0.1)
+    x = torch.randn(2, 5, H)
+    out, a = gau(x, output_attentions=True)
+    assert out.shape == (2, 5, H) and a.shape == (2, 1, 5, 5)
+    u, v, z = (F.silu(p(x)) for p in (gau.u_proj, gau.v_proj, gau.z_proj))  # (B, T, E), (B, T, E), (B, T, s)
+    q, k = z * gau.gamma[0] + gau.beta[0], z * gau.gamma[1] + gau.beta[1]
+    expected_a = torch.relu(q @ k.transpose(-1, -2) / math.sqrt(16)) ** 2 / 5
+    torch.testing.assert_close(a[:, 0], expected_a)
+    torch.testing.assert_close(out, gau.out_proj(u * (expected_a @ v)))
+    assert expected_a.abs().sum() > 0
+
+
+@pytest.mark.parametrize("rope", [False, True])
+def test_gau_padded_sequence_equals_the_sequence_alone(rope):
+    torch.manual_seed(0)
+    gau = gau_unit(rope=rope)
+    with torch.no_grad():
+        gau.gamma.normal_()
+    x = torch.randn(1, 7, H)
+    alone, _ = gau(x[:, :4])
+    padded, _ = gau(x, mask=padding_mask(torch.tensor([[1, 1, 1, 1, 0, 0, 0]])))
+    torch.testing.assert_close(padded[:, :4], alone)
+
+
+def test_causal_gau_is_not_changed_by_later_tokens():
+    torch.manual_seed(0)
+    gau = gau_unit(causal=True, rope=True)
+    with torch.no_grad():
+        gau.gamma.normal_()
+    x = torch.randn(1, 6, H)
+    y = x.clone()
+    y[:, 4:] = torch.randn(1, 2, H)
+    torch.testing.assert_close(gau(x)[0][:, :4], gau(y)[0][:, :4])
+    assert not torch.allclose(gau(x)[0][:, 4:], gau(y)[0][:, 4:])
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_gau_layer_computes_post_and_pre_norm(pre_norm):
+    torch.manual_seed(0)
+    layer = GAULayer(gau_unit(), nn.LayerNorm(H), pre_norm=pre_norm).eval()
+    x = torch.randn(2, 5, H)
+    expected = (x + layer.gau(layer.norm(x))[0] if pre_norm else layer.norm(x + layer.gau(x)[0]))
+    torch.testing.assert_close(layer(x)[0], expected)
+
+
+VARIANTS = [dict(attention_type="gau", gau_key_size=16),
+            dict(attention_type="gau", gau_key_size=16, position_embedding_type="rope", norm_style="pre"),
+            dict(attention_scale="log_n")]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=["gau", "gau-rope-pre", "log_n"])
+def test_bert_variant_pads_trains_saves_and_reloads(tmp_path, tiny_tokenizer, variant):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(head="mlm", **variant))
+    assert not model.config.is_hf_compatible
+    # A padded sequence gives, at its real positions, what it gives alone.
+    model.eval()
+    ids = torch.randint(5, model.config.vocab_size, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        both = model(ids, mask).logits
+        alone = model(ids[1:, :6]).logits
+    torch.testing.assert_close(both[1, :6], alone[0], atol=1e-5, rtol=1e-4)
+    # A few steps on one batch: the masked-LM loss goes down.
+    model.train()
+    chosen = torch.rand(2, 9) < 0.3
+    chosen[:, 0] = True
+    inputs = ids.masked_fill(chosen, tiny_tokenizer.mask_id)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        logits = model(inputs, masked_positions=chosen).logits  # (M, V)
+        loss = F.cross_entropy(logits, ids[chosen])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5
+    save_checkpoint(model, tiny_tokenizer, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.config.attention_type == model.config.attention_type
+    assert loaded.config.attention_scale == model.config.attention_scale
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, mask).logits, model(ids, mask).logits)
+
+
+def test_pruning_refuses_a_gau_model():
+    from slimbert.compress.prune import PruneError, prune_heads
+    model = build_model(tiny_config(attention_type="gau", gau_key_size=16))
+    with pytest.raises(PruneError, match="GAU"):
+        prune_heads(model, {0: [1]})
+
+
+def test_config_names_a_bad_attention_option_and_marks_the_variants_not_hf_compatible():
+    from slimbert.errors import CheckpointError
+    for field_name, value in (("attention_scale", "log"), ("attention_type", "flash"), ("gau_key_size", 0)):
+        with pytest.raises(CheckpointError, match=field_name):
+            tiny_config(**{field_name: value})
+    assert tiny_config().to_dict()["model_type"] == "bert"
+    for variant in VARIANTS:
+        assert tiny_config(**variant).to_dict()["model_type"] == "slimbert_bert"

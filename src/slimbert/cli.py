@@ -239,15 +239,12 @@ def build_train(args: argparse.Namespace, defaults: dict):
 
 
 def _data_options(p: argparse.ArgumentParser, splits: str) -> None:
+    """Every command takes the same data options, so that one set of them serves a whole
+    pipeline; a command that reads only the dev split says so when given --train-file
+    (`recipes.common.dev_data_for`)."""
     from slimbert.recipes.common import DataConfig
 
-    if splits == "train":  # calibration: the train split, read whole
-        exclude = ("max_train_examples",)
-    elif splits == "dev":  # scoring: the dev split only
-        exclude = ("train_file", "max_train_examples")
-    else:
-        exclude = ()
-    add_options(p, DataConfig, title="data (a GLUE task, or your own TSV/CSV/JSONL files)", exclude=exclude)
+    add_options(p, DataConfig, title=f"data (a GLUE task, or your own TSV/CSV/JSONL files; reads: {splits})")
 
 
 def _train_options(p: argparse.ArgumentParser, defaults: dict, notes: dict | None = None, exclude=()) -> None:

@@ -44,6 +44,8 @@ ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu")
 NormStyle = Literal["post", "pre"]
 PositionType = Literal["absolute", "sinusoidal", "rope"]
 POSITION_TYPES = get_args(PositionType)
+AttentionScale = Literal["sqrt", "log_n"]
+AttentionType = Literal["mha", "gau"]
 PROBLEM_TYPES = ("single_label_classification", "regression")
 # How a checkpoint can be served (slimbert.evaluation.backends builds each; `slimbert bench`
 # and `slimbert report --backend` choose among them).
@@ -311,6 +313,13 @@ class BertConfig(ModelConfig):
     classifier_dropout: float | None = None  # dropout before the classifier; None = hidden_dropout_prob
     # --- slimbert additions (ignored by `transformers`) ---
     norm_style: NormStyle = "post"  # "post" = original BERT (LayerNorm after the residual), "pre" = pre-LN
+    # attention scores times 1/sqrt(d) ("sqrt", BERT) or log(n)/log(512) * 1/sqrt(d) ("log_n",
+    # entropy-invariant; n = the real keys a query attends to)
+    attention_scale: AttentionScale = "sqrt"
+    # "mha": multi-head attention + feed-forward (BERT); "gau": one gated attention unit per
+    # layer in their place (FLASH, Hua et al. 2022), expansion 2 * hidden_size
+    attention_type: AttentionType = "mha"
+    gau_key_size: int = 128  # GAU: width s of the shared query/key projection
     head: Head = "none"  # which head the model carries: "none", "classification" or "mlm"
     num_labels: int = 2  # classifier outputs; 1 means regression
     problem_type: str | None = None  # "single_label_classification" or "regression"
@@ -357,6 +366,16 @@ class BertConfig(ModelConfig):
             raise bad("hidden_act", f"'{self.hidden_act}' is not one of {ACTIVATIONS}")
         if self.norm_style not in ("post", "pre"):
             raise bad("norm_style", f"must be 'post' or 'pre', got '{self.norm_style}'")
+        if self.attention_scale not in get_args(AttentionScale):
+            raise bad("attention_scale", f"must be 'sqrt' or 'log_n', got '{self.attention_scale}'")
+        if self.attention_type not in get_args(AttentionType):
+            raise bad("attention_type", f"must be 'mha' or 'gau', got '{self.attention_type}'")
+        if self.gau_key_size <= 0:
+            raise bad("gau_key_size", f"must be positive, got {self.gau_key_size}")
+        if self.attention_type == "gau" and self.position_embedding_type == "rope" and self.gau_key_size % 2:
+            raise bad("gau_key_size", f"rotary positions need an even size, got {self.gau_key_size}")
+        if self.attention_type == "gau" and (self.pruned_heads or self.intermediate_sizes is not None):
+            raise bad("attention_type", "a GAU model has no heads or feed-forward neurons to prune")
         if self.head not in HEADS:
             raise bad("head", f"must be one of {HEADS}, got '{self.head}'")
         if self.position_embedding_type not in POSITION_TYPES:
@@ -412,6 +431,7 @@ class BertConfig(ModelConfig):
         with weights of these shapes. A pruned model is not (transformers 5 has no per-layer
         shapes); `slimbert export --format hf` pads it back with zeros, which is exact."""
         return (self.norm_style == "post" and self.position_embedding_type == "absolute"
+                and self.attention_scale == "sqrt" and self.attention_type == "mha"
                 and not self.is_pruned and self.quantization is None)
 
     # ------------------------------------------------------------- HF layout

@@ -46,9 +46,13 @@ class Gates:
     ffn: list[torch.Tensor]  # layer l: (I_l,)
 
 
-def _layers(model: nn.Module) -> nn.ModuleList:
+def _layers(model: nn.Module, units: bool = True) -> nn.ModuleList:
+    """The model's layers; `units`: they must have heads and neurons (multi-head attention)."""
     if not isinstance(getattr(model, "config", None), BertConfig):
         raise PruneError("pruning needs a BERT model (bilstm and cnn students have no heads or layers to prune)")
+    if units and model.config.attention_type != "mha":
+        raise PruneError(f"pruning needs multi-head attention layers; this model has attention_type="
+                         f"'{model.config.attention_type}' (GAU), which has no heads or feed-forward neurons")
     return model.layers
 
 
@@ -231,7 +235,7 @@ def prune_ffn(model: nn.Module, neurons: Units) -> nn.Module:
 
 def drop_layers(model: nn.Module, keep: list[int]) -> nn.Module:
     """A copy of `model` with only the layers `keep` (in that order); best after LayerDrop training."""
-    _layers(model)
+    _layers(model, units=False)
     return keep_layers(model, keep)
 
 

@@ -57,7 +57,8 @@ def quantizable_linears(model: nn.Module, scope: str = "attention") -> list[str]
     decoder = model.cls.predictions.decoder if model.config.head == "mlm" else None
     feed_forward = set()
     if scope == "attention" and hasattr(model, "layers"):
-        feed_forward = {id(m) for layer in model.layers for m in (layer.ffn.fc_in, layer.ffn.fc_out)}
+        feed_forward = {id(m) for layer in model.layers if hasattr(layer, "ffn")
+                        for m in (layer.ffn.fc_in, layer.ffn.fc_out)}  # a GAU layer has no FFN
     return [name for name, module in model.named_modules()
             if isinstance(module, nn.Linear) and module is not decoder and id(module) not in feed_forward]
 

@@ -86,12 +86,14 @@ def check_backend(backend: str) -> None:
         raise BackendUnavailable(f"the {backend} backend needs `pip install {' '.join(missing)}`")
 
 
-def build(checkpoint: str | Path, backend: str, workdir: Path) -> None:
-    """Write what `backend` serves `checkpoint` from into `workdir` (nothing for torch)."""
+def build(checkpoint: str | Path, backend: str, workdir: Path, model: nn.Module | None = None) -> None:
+    """Write what `backend` serves `checkpoint` from into `workdir` (nothing for torch).
+    `model` is the checkpoint already loaded (it is not changed); the onnxruntime backends
+    share one workdir: the graph exported for one is reused by the other."""
     check_backend(backend)
     if backend == "torch":
         return
-    model = load_model(checkpoint)
+    model = load_model(checkpoint) if model is None else model
     if is_int8(model):
         raise BackendUnavailable("the checkpoint is already int8; bench it with the torch backend")
     if backend.startswith("torch-"):
@@ -103,8 +105,10 @@ def build(checkpoint: str | Path, backend: str, workdir: Path) -> None:
         raise BackendUnavailable(f"a {model.config.MODEL_TYPE} student serves with torch backends only")
     workdir.mkdir(parents=True, exist_ok=True)
     if backend.startswith("onnxruntime"):
-        path = export_onnx(model, workdir / "model.onnx")[0]
-        if backend == "onnxruntime-int8":
+        path = workdir / "model.onnx"
+        if not path.exists():
+            export_onnx(model, path)
+        if backend == "onnxruntime-int8" and not (workdir / "model_int8.onnx").exists():
             quantize_onnx(path, workdir / "model_int8.onnx")
         return
     export_hf(model.float(), load_tokenizer(checkpoint), workdir)  # pruned models pad back with zeros

@@ -23,14 +23,16 @@ import torch
 from tqdm.auto import tqdm
 
 from slimbert.checkpoint import load_config, load_model, load_tokenizer
-from slimbert.data.batching import encode_examples, throughput_batches
+from slimbert.data.batching import EncodedDataset, encode_examples, throughput_batches
 from slimbert.errors import CheckpointError, SlimbertError
 from slimbert.hardware import detect_machine
 from slimbert.data.sources import TaskData
+from slimbert.data.tasks import TASKS
 from slimbert.evaluation.backends import REFERENCES, BackendUnavailable, build, check_backend, load
 from slimbert.evaluation.bench import (forward_flops, latency_batch, matmul_peak_gflops, measure_latency,
                                        peak_memory_mb, size_of, timed_pass)
 from slimbert.evaluation.metrics import compute_metrics
+from slimbert.evaluation.probe_cache import cached, file_stamp
 from slimbert.io import atomic_write, atomic_write_text
 
 SEQ_LENS = (16, 32, 128)
@@ -59,7 +61,8 @@ def counted(n: int, noun: str) -> str:
 
 def run_bench(checkpoints: list[Path], backends: list[str], data: TaskData, seq_lens=SEQ_LENS,
               batch_size: int = 32, rounds: int = 3, threads: int | None = None, memory: bool = True,
-              references: bool = True, progress: bool = True, max_length: int = 128) -> tuple[list[BenchRow], dict]:
+              references: bool = True, progress: bool = True, max_length: int = 128,
+              throughput_examples: int | None = None) -> tuple[list[BenchRow], dict]:
     """Measure every checkpoint with every backend (and the references); returns the rows and
     the run's metadata, with the machine's measured matmul peaks (float32, and bfloat16 when a
     row serves in bf16). A requested backend that is unknown or not installed is an error; a
@@ -70,20 +73,30 @@ def run_bench(checkpoints: list[Path], backends: list[str], data: TaskData, seq_
     for ckpt in checkpoints:
         wanted = list(backends) + [b for b in REFERENCES if references and b not in backends]
         pairs += [(ckpt, b) for b in wanted]
-    rows, meta = measure_pairs(pairs, data, seq_lens, batch_size, rounds, threads, memory, progress, max_length)
+    rows, meta = measure_pairs(pairs, data, seq_lens, batch_size, rounds, threads, memory, progress, max_length,
+                               throughput_examples)
     dtypes = [torch.float32] + ([torch.bfloat16] if any(r.dtype in ("bf16", "bfloat16") for r in rows) else [])
-    meta["matmul_peak_gflops"] = {str(dtype).replace("torch.", ""): matmul_peak_gflops(dtype) for dtype in dtypes}
+    meta["matmul_peak_gflops"] = {str(dtype).replace("torch.", ""): machine_peak_gflops(dtype) for dtype in dtypes}
     return rows, meta
+
+
+def machine_peak_gflops(dtype: torch.dtype) -> float:
+    """`matmul_peak_gflops(dtype)`, measured once per machine, torch version and thread count
+    (kept in $SLIMBERT_CACHE/probes.json)."""
+    return cached("matmul_peak_gflops", lambda: matmul_peak_gflops(dtype), dtype=dtype)
 
 
 def measure_pairs(pairs: list[tuple[Path, str]], data: TaskData, seq_lens=SEQ_LENS, batch_size: int = 32,
                   rounds: int = 3, threads: int | None = None, memory: bool = True, progress: bool = True,
-                  max_length: int = 128) -> tuple[list[BenchRow], dict]:
+                  max_length: int = 128, throughput_examples: int | None = None) -> tuple[list[BenchRow], dict]:
     """Measure each (checkpoint, backend) pair, round-robin; pairs a backend cannot serve are
     listed in meta["skipped"]. The first checkpoint's tokenizer encodes the dev split.
 
     Dev examples are encoded up to `max_length` tokens (as in training) for throughput and
-    accuracy; latency inputs are cut or repeated to each of `seq_lens`."""
+    accuracy; latency inputs are cut or repeated to each of `seq_lens`. With
+    `throughput_examples`, each round times that many dev sentences, evenly spread over the
+    lengths (the same ones for every pair), and the accuracy comes from one untimed pass over
+    the whole split."""
     for ckpt in dict.fromkeys(ckpt for ckpt, _ in pairs):
         load_config(ckpt)  # a missing or unreadable checkpoint fails here, before any work
     if threads:
@@ -93,30 +106,44 @@ def measure_pairs(pairs: list[tuple[Path, str]], data: TaskData, seq_lens=SEQ_LE
                           regression=data.regression)
     batches = throughput_batches(dev, batch_size, tokenizer.pad_id)
     labels = torch.cat([b["labels"] for b in batches]).numpy() if "labels" in batches[0] else None
+    timing = batches
+    if throughput_examples and throughput_examples < len(dev):
+        timing = throughput_batches(length_sample(dev, throughput_examples), batch_size, tokenizer.pad_id)
     latency_inputs = {n: latency_batch(dev, n, tokenizer.pad_id) for n in seq_lens}
     work = Path(tempfile.mkdtemp(prefix="slimbert-bench-"))
     try:
         return _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch_size, rounds,
-                        threads, memory, progress, len(dev))
+                        threads, memory, progress, len(dev), timing)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def length_sample(dev: EncodedDataset, n: int) -> EncodedDataset:
+    """`n` examples of `dev` evenly spaced in length order (short, typical and long alike)."""
+    order = sorted(range(len(dev)), key=lambda i: len(dev.input_ids[i]))
+    keep = [order[k * len(order) // n] for k in range(n)]
+    return EncodedDataset([dev.input_ids[i] for i in keep], [dev.token_type_ids[i] for i in keep], None)
+
+
 def _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch_size, rounds, threads,
-             memory, progress, n_dev):
+             memory, progress, n_dev, timing):
     served, rows, skipped = {}, {}, []
-    configs, parameters = {}, {}  # per checkpoint, whatever the backend
-    for i, (ckpt, backend) in enumerate(tqdm(pairs, desc="build", disable=not progress)):
-        workdir = work / f"{i}-{backend}"
+    configs, parameters, models = {}, {}, {}  # per checkpoint, whatever the backend
+    index = {ckpt: i for i, ckpt in enumerate(dict.fromkeys(ckpt for ckpt, _ in pairs))}
+    for ckpt, backend in tqdm(pairs, desc="build", disable=not progress):
+        # one load per checkpoint, and one ONNX export for both onnxruntime rows
+        workdir = work / f"{index[ckpt]}-{backend.removesuffix('-int8') if backend.startswith('onnx') else backend}"
         try:
-            build(ckpt, backend, workdir)
+            if ckpt not in models:
+                models[ckpt] = load_model(ckpt)
+            build(ckpt, backend, workdir, models[ckpt])
             s = load(ckpt, backend, workdir, threads)
         except (BackendUnavailable, CheckpointError) as e:
             skipped.append({"model": str(ckpt), "backend": backend, "why": str(e)})
             continue
         if ckpt not in configs:
             configs[ckpt] = load_config(ckpt)
-            parameters[ckpt] = size_of(load_model(ckpt), ckpt).parameters
+            parameters[ckpt] = size_of(models[ckpt], ckpt).parameters
         served[(ckpt, backend)] = (s, workdir, configs[ckpt])
         rows[(ckpt, backend)] = BenchRow(str(ckpt), backend, s.dtype, parameters[ckpt], s.file_bytes)
     if not rows:
@@ -130,8 +157,10 @@ def _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch
             row = rows[key]
             for n in seq_lens:
                 latencies[key][n] += measure_latency(s.forward, latency_inputs[n], warmup=3)
-            seq_s, logits = timed_pass(s.forward, batches)
+            seq_s, logits = timed_pass(s.forward, timing)
             row.throughput_rounds.append(seq_s)
+            if r == 0 and labels is not None and timing is not batches:
+                _, logits = timed_pass(s.forward, batches, warmup=0)  # the accuracy, on the whole split
             if r == 0 and labels is not None and logits.numel():
                 row.score = compute_metrics(data.metrics[:1], logits.numpy(), labels)[data.main_metric]
             bar.update()
@@ -143,15 +172,28 @@ def _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch
         for n in seq_lens:
             p50, p90 = np.percentile(latencies[key][n], (50, 90)).tolist()
             row.latency_ms[n] = {"p50": 1e3 * p50, "p90": 1e3 * p90}
-        flops = forward_flops(config, batches)
+        flops = forward_flops(config, timing)
         if flops is not None:
-            row.gflops = flops * row.throughput / sum(len(b["input_ids"]) for b in batches) / 1e9
-        if memory:
-            row.peak_memory_mb = peak_memory_mb(Path(key[0]), key[1], workdir, batch_size, max(seq_lens), threads)
-    meta = {"task": data.name, "metric": data.main_metric, "dev_examples": n_dev, "batch_size": batch_size,
+            row.gflops = flops * row.throughput / sum(len(b["input_ids"]) for b in timing) / 1e9
+        if memory:  # a fresh process per row, so measured once per model, backend and machine
+            ckpt = Path(key[0])
+            row.peak_memory_mb = cached(
+                "peak_memory_mb", lambda: peak_memory_mb(ckpt, key[1], workdir, batch_size, max(seq_lens), threads),
+                model=ckpt.resolve(), files=file_stamp(ckpt), backend=key[1], batch_size=batch_size,
+                seq_len=max(seq_lens))
+    meta = {"task": data.name, "scored_on": scored_on(data), "metric": data.main_metric, "dev_examples": n_dev,
+            "throughput_examples": sum(len(b["input_ids"]) for b in timing), "batch_size": batch_size,
             "seq_lens": list(seq_lens), "rounds": rounds, "threads": torch.get_num_threads(),
             "torch": torch.__version__, "skipped": skipped, "machine": detect_machine().as_dict()}
     return list(rows.values()), meta
+
+
+def scored_on(data: TaskData) -> str:
+    """What the scores were measured on, for column names and axis labels: "sst2 dev" for a
+    GLUE task, "test.tsv (dev split)" for your own dev file (whose name is not a task's)."""
+    if data.name in TASKS or data.dev is None:
+        return f"{data.name} dev"
+    return f"{Path(data.dev.path).name} (dev split)"
 
 
 def baseline(rows: list[BenchRow]) -> BenchRow:
@@ -163,9 +205,10 @@ def baseline(rows: list[BenchRow]) -> BenchRow:
 def markdown(rows: list[BenchRow], meta: dict) -> str:
     base = baseline(rows)
     seqs = meta["seq_lens"]
-    head = (["model", "backend", "dtype", meta["metric"], "params (M)", "size (MB)"]
-            + [f"p50/p90 ms @{n}" for n in seqs]
-            + [f"seq/s @b{meta['batch_size']}", "vs base", "peak MB", "GFLOP/s"])
+    head = (["model", "backend", "dtype", f"{meta['metric']} on {meta.get('scored_on', meta['task'] + ' dev')}",
+             "params (M)", "size (MB)"]
+            + [f"latency p50/p90 ms, {n} tokens" for n in seqs]
+            + [f"seq/s, batch {meta['batch_size']}", "seq/s vs base", "peak memory MB", "GFLOP/s"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [model_name(r.model), r.backend, dtype_label(r.dtype, meta),
@@ -178,9 +221,12 @@ def markdown(rows: list[BenchRow], meta: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in meta["matmul_peak_gflops"].items())
     lines.append("")
-    lines.append(f"{meta['task']} dev ({meta['dev_examples']} examples), "
+    lines.append(f"{meta.get('scored_on', meta['task'] + ' dev')} ({meta['dev_examples']} examples), "
                  f"{counted(meta['threads'], 'thread')}, "
-                 f"{counted(meta['rounds'], 'round')}; ratios to {model_name(base.model)} ({base.backend}); "
+                 f"{counted(meta['rounds'], 'round')}"
+                 + (f" of throughput on {meta['throughput_examples']} of them"
+                    if meta.get("throughput_examples", meta["dev_examples"]) < meta["dev_examples"] else "")
+                 + f"; ratios to {model_name(base.model)} ({base.backend}); "
                  f"measured matmul peak GFLOP/s: {peaks}.")
     if "machine" in meta:
         lines.append(f"Machine: {meta['machine']['line']}.")
@@ -254,7 +300,7 @@ def plot(rows: list[BenchRow], meta: dict, path: Path) -> None:
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     ratio_axis(ax)
     ax.set_xlabel(f"throughput relative to {model_name(base.model)} ({base.backend}), batch {meta['batch_size']}")
-    ax.set_ylabel(f"{meta['task']} dev {meta['metric']} (%)")
+    ax.set_ylabel(f"{meta['metric']} on {meta.get('scored_on', meta['task'] + ' dev')} (%)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))

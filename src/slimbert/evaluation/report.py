@@ -26,7 +26,7 @@ import torch
 from slimbert.checkpoint import check_same_vocabulary, load_tokenizer
 from slimbert.data.sources import TaskData
 from slimbert.evaluation.bench_run import (BACKEND_MARKERS, backend_handles, counted, measure_pairs,
-                                           model_name, ratio_axis)
+                                           model_name, ratio_axis, scored_on)
 from slimbert.hardware import detect_machine
 from slimbert.io import atomic_write, atomic_write_text
 
@@ -126,8 +126,9 @@ def summarise(rows: list[RunRow]) -> list[dict]:
 
 
 def markdown(summary: list[dict], metric: str, task: str, meta: dict) -> str:
-    head = (f"| model | runs | {task} dev {metric} (mean ± std) | % of teacher | parameters | size | "
-            "latency b1 s32 | speed-up | throughput b32 | x teacher |\n"
+    head = (f"| model | runs | {metric} on {meta.get('scored_on', task + ' dev')} (mean ± std) | % of teacher | "
+            "parameters | size | latency (batch 1, 32 tokens) | latency speed-up | throughput (batch 32) | "
+            "throughput x teacher |\n"
             "|---|---|---|---|---|---|---|---|---|---|\n")
     def fewer(ratio: float) -> str:
         return f" ({ratio:.1f}x fewer)" if round(ratio, 1) != 1.0 else ""
@@ -187,8 +188,8 @@ def plot(summary: list[dict], metric: str, task: str, path: Path, max_labels: in
                 va="bottom", wrap=True)
     ratio_axis(ax)
     ax.set_xlabel("throughput relative to the teacher (batch 32, log scale)")
-    ax.set_ylabel(f"{task} dev {metric} (%)")
-    ax.set_title(f"{task}: accuracy vs. speed (mean ± std over seeds)")
+    ax.set_ylabel(f"{metric} on {task} (%)")
+    ax.set_title(f"{metric} vs. speed on {task} (mean ± std over seeds)")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png", bbox_inches="tight"))
@@ -200,9 +201,10 @@ def write_report(rows: list[RunRow], data: TaskData, out: str | Path, rounds: in
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(rows)
     meta = {"threads": torch.get_num_threads(), "torch": torch.__version__, "rounds": rounds,
-            "task": data.name, "metric": data.main_metric, "machine": detect_machine().as_dict()}
+            "task": data.name, "scored_on": scored_on(data), "metric": data.main_metric,
+            "machine": detect_machine().as_dict()}
     atomic_write_text(out / "report.json", json.dumps(
         {"meta": meta, "summary": summary, "runs": [asdict(r) for r in rows]}, indent=2, default=str) + "\n")
     atomic_write_text(out / "report.md", markdown(summary, data.main_metric, data.name, meta))
-    plot(summary, data.main_metric, data.name, out / "report.png")
+    plot(summary, data.main_metric, meta["scored_on"], out / "report.png")
     return summary

@@ -16,9 +16,9 @@ from torch import nn
 
 from slimbert.config import BertConfig
 from slimbert.models.outputs import ModelOutput
-from slimbert.modules import (FeedForward, LearnedPositions, MultiHeadAttention, RotaryEmbedding,
-                              SinusoidalPositions, TransformerLayer, TransformerStack, activation,
-                              padding_mask)
+from slimbert.modules import (FeedForward, GatedAttentionUnit, GAULayer, LearnedPositions, MultiHeadAttention,
+                              RotaryEmbedding, SinusoidalPositions, TransformerLayer, TransformerStack,
+                              activation, padding_mask)
 
 # -------------------------------------------------------------------------- embeddings
 
@@ -69,7 +69,7 @@ def bert_layer(config: BertConfig, num_heads: int, ffn_size: int, rope: RotaryEm
     inner = num_heads * D
     attn = MultiHeadAttention(nn.Linear(H, inner), nn.Linear(H, inner), nn.Linear(H, inner), nn.Linear(inner, H),
                               num_heads=num_heads, head_dim=D, dropout=config.attention_probs_dropout_prob,
-                              rope=rope)
+                              rope=rope, scale_kind=config.attention_scale)
     attn_norm = nn.LayerNorm(H, eps=eps)
     ffn = FeedForward(nn.Linear(H, ffn_size), nn.Linear(ffn_size, H), activation(config.hidden_act))
     ffn_norm = nn.LayerNorm(H, eps=eps)
@@ -77,11 +77,26 @@ def bert_layer(config: BertConfig, num_heads: int, ffn_size: int, rope: RotaryEm
                             pre_norm=config.norm_style == "pre")
 
 
+def gau_layer(config: BertConfig, rope: RotaryEmbedding | None) -> GAULayer:
+    """One gated attention unit (FLASH) in place of attention + feed-forward: expansion
+    E = 2 H and query/key width `gau_key_size`, as in Hua et al. 2022."""
+    H, E, S = config.hidden_size, 2 * config.hidden_size, config.gau_key_size
+    gau = GatedAttentionUnit(nn.Linear(H, E), nn.Linear(H, E), nn.Linear(H, S), nn.Linear(E, H),
+                             dropout=config.attention_probs_dropout_prob, rope=rope)
+    return GAULayer(gau, nn.LayerNorm(H, eps=config.layer_norm_eps), dropout=config.hidden_dropout_prob,
+                    pre_norm=config.norm_style == "pre")
+
+
 def bert_stack(config: BertConfig) -> TransformerStack:
-    """The encoder: one block per layer, with that layer's head and neuron counts."""
-    rope = RotaryEmbedding(config.head_dim) if config.position_embedding_type == "rope" else None
-    layers = [bert_layer(config, config.heads_in_layer(i), config.ffn_size_in_layer(i), rope)
-              for i in range(config.num_hidden_layers)]
+    """The encoder: one block per layer, with that layer's head and neuron counts (or one GAU
+    per layer with `attention_type="gau"`)."""
+    if config.attention_type == "gau":
+        rope = RotaryEmbedding(config.gau_key_size) if config.position_embedding_type == "rope" else None
+        layers = [gau_layer(config, rope) for _ in range(config.num_hidden_layers)]
+    else:
+        rope = RotaryEmbedding(config.head_dim) if config.position_embedding_type == "rope" else None
+        layers = [bert_layer(config, config.heads_in_layer(i), config.ffn_size_in_layer(i), rope)
+                  for i in range(config.num_hidden_layers)]
     final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.norm_style == "pre" else None
     return TransformerStack(layers, final_norm, layerdrop=config.layerdrop)
 

@@ -4,13 +4,14 @@ the stack. Models (slimbert.models) are builders over these; nothing here knows 
 
 from slimbert.modules.attention import MultiHeadAttention, causal_mask, combine_masks, padding_mask
 from slimbert.modules.feedforward import FeedForward, activation
+from slimbert.modules.gau import GatedAttentionUnit, GAULayer
 from slimbert.modules.kv_cache import KVCache, LayerCache, StackCache
 from slimbert.modules.layer import StackOutput, TransformerLayer, TransformerStack
 from slimbert.modules.positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions
 from slimbert.modules.recurrent import PackedLSTM, merge_directions
 
 __all__ = [
-    "FeedForward", "KVCache", "LayerCache", "LearnedPositions", "MultiHeadAttention", "PackedLSTM", "RotaryEmbedding",
+    "FeedForward", "GAULayer", "GatedAttentionUnit", "KVCache", "LayerCache", "LearnedPositions", "MultiHeadAttention", "PackedLSTM", "RotaryEmbedding",
     "SinusoidalPositions", "StackCache", "StackOutput", "TransformerLayer", "TransformerStack", "activation",
     "causal_mask", "combine_masks", "merge_directions", "padding_mask",
 ]

@@ -9,6 +9,12 @@ keys and values from the encoder's memory, computed once per source).
 Masks are boolean, True where a query may attend to a key, broadcast to (B, N, Tq, Tk):
 `padding_mask` gives (B, 1, 1, Tk), `causal_mask` (1, 1, Tq, Tk); `combine_masks` ANDs them.
 
+Scaling: `scale_kind="sqrt"` is the usual 1/sqrt(D); `"log_n"` is the entropy-invariant scale
+log(n)/log(512) * 1/sqrt(D) (Chiang & Cholak 2022, https://arxiv.org/abs/2202.12172; Su 2021),
+n = the number of keys each query row may attend to: its real (unmasked) keys, so in a padded
+batch every row uses its own sequence's length and a causal row t its t+1 keys. At n = 512 it
+equals 1/sqrt(D); it keeps the attention entropy from growing with the length.
+
 Notation: B = batch, T = query tokens, S = key tokens (cached + new), N = heads in this
 layer, D = head dim, H = model width.
 """
@@ -16,6 +22,7 @@ layer, D = head dim, H = model width.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +55,27 @@ def causal_mask(num_queries: int, num_keys: int, device: torch.device | None = N
     return (k <= q)[None, None]
 
 
+ScaleKind = Literal["sqrt", "log_n"]
+LOG_N_REFERENCE = 512  # the length at which the log_n scale equals 1/sqrt(D)
+
+
+def key_counts(mask: torch.Tensor | None, num_queries: int, num_keys: int, causal: bool = False,
+               device: torch.device | None = None) -> torch.Tensor:
+    """How many keys each query row may attend to: (B|1, 1, T|1, 1) float, at least 1.
+
+    `mask` is the boolean (B|1, 1|N, 1|T, S) mask (True = may attend), or None for all S keys;
+    with `causal`, query t (the last T of S) sees S - T + t + 1 keys."""
+    allowed = combine_masks(mask, causal_mask(num_queries, num_keys, device) if causal else None)
+    if allowed is None:
+        return torch.full((1, 1, 1, 1), float(num_keys), device=device)
+    return allowed.sum(dim=-1, keepdim=True).clamp(min=1).float()  # (B|1, 1|N, T|1, 1)
+
+
+def log_n_factor(counts: torch.Tensor) -> torch.Tensor:
+    """log(n) / log(512): the factor of the entropy-invariant scale on top of 1/sqrt(D)."""
+    return counts.log() / math.log(LOG_N_REFERENCE)
+
+
 def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
     """The AND of the masks given (None = no constraint)."""
     out = None
@@ -67,7 +95,8 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, q_proj: nn.Linear, k_proj: nn.Linear, v_proj: nn.Linear, out_proj: nn.Linear,
                  num_heads: int, head_dim: int, dropout: float = 0.0, causal: bool = False,
-                 rope: RotaryEmbedding | None = None, scale: float | None = None):
+                 rope: RotaryEmbedding | None = None, scale: float | None = None,
+                 scale_kind: ScaleKind = "sqrt"):
         super().__init__()
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = q_proj, k_proj, v_proj, out_proj
         self.num_heads = num_heads  # may be fewer than the model's heads after pruning
@@ -76,6 +105,9 @@ class MultiHeadAttention(nn.Module):
         self.causal = causal  # a query never sees later keys (decoder self-attention)
         self.rope = rope  # rotary positions on q and k (self-attention only)
         self.scale = scale  # None: 1/sqrt(D)
+        if scale_kind not in ("sqrt", "log_n"):
+            raise ValueError(f"scale_kind must be 'sqrt' or 'log_n', got '{scale_kind}'")
+        self.scale_kind = scale_kind  # "log_n": scores further times log(n)/log(512), n = keys seen
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:
         B, T, _ = t.shape
@@ -110,6 +142,10 @@ class MultiHeadAttention(nn.Module):
         if self.causal and not is_causal:
             mask = combine_masks(mask, causal_mask(T, S, x.device))
         dropout_p = self.dropout if self.training else 0.0
+        if self.scale_kind == "log_n":
+            # The per-row factor goes on q, so SDPA still runs with its plain scale.
+            counts = key_counts(mask, T, S, causal=self.causal, device=x.device)  # (B|1, 1|N, T|1, 1)
+            q = q * log_n_factor(counts).to(q.dtype)
         if not output_attentions:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                                      is_causal=is_causal, scale=self.scale)

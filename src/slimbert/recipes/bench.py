@@ -9,8 +9,11 @@ from pathlib import Path
 
 from slimbert.config import Backend
 from slimbert.errors import ConfigError, SlimbertError
-from slimbert.evaluation.bench_run import run_bench, write_bench
+from slimbert.evaluation.bench_run import SEQ_LENS, run_bench, write_bench
 from slimbert.recipes.common import DataConfig, dev_data_for, positive
+
+QUICK_SEQ_LENS = (32,)
+QUICK_THROUGHPUT_EXAMPLES = 256
 
 
 @dataclass
@@ -20,16 +23,27 @@ class BenchConfig:
     backend: list[Backend] = field(default_factory=lambda: ["torch"])
     references: bool = True  # add the hf and onnxruntime rows
     out: str = "bench"  # directory for bench.json, bench.md, bench.png
-    seq_lens: tuple[int, ...] = (16, 32, 128)  # batch-1 latency lengths
+    seq_lens: tuple[int, ...] = SEQ_LENS  # batch-1 latency lengths
     batch_size: int = 32  # throughput batch
     rounds: int = 3  # timing rounds
     threads: int | None = None  # torch / ONNX Runtime threads (default: torch's choice)
     memory: bool = True  # probe peak memory (a process per row)
     progress: bool = True  # show progress bars
     max_length: int = 128  # tokens per dev example in the throughput and accuracy passes
+    # dev sentences each throughput round times, evenly spread over the lengths (default: all);
+    # the accuracy is still taken on the whole dev split
+    throughput_examples: int | None = None
+    # a quick measure for comparing many candidates: latency at 32 tokens only and throughput
+    # timed on 256 dev sentences per round (unless --seq-lens / --throughput-examples say otherwise)
+    quick: bool = False
 
     def __post_init__(self) -> None:
-        positive(self, "batch_size", "rounds", "threads", "max_length")
+        positive(self, "batch_size", "rounds", "threads", "max_length", "throughput_examples")
+        if self.quick:
+            if tuple(self.seq_lens) == SEQ_LENS:
+                self.seq_lens = QUICK_SEQ_LENS
+            if self.throughput_examples is None:
+                self.throughput_examples = QUICK_THROUGHPUT_EXAMPLES
         if not self.seq_lens or min(self.seq_lens) < 1:
             raise ConfigError(f"seq_lens must be positive lengths, got {self.seq_lens}")
 
@@ -43,5 +57,5 @@ def bench(config: BenchConfig, source: DataConfig) -> Path:
     rows, meta = run_bench([Path(m) for m in config.model], list(config.backend), data, config.seq_lens,
                            config.batch_size, config.rounds, config.threads, memory=config.memory,
                            references=config.references, progress=config.progress,
-                           max_length=config.max_length)
+                           max_length=config.max_length, throughput_examples=config.throughput_examples)
     return write_bench(rows, meta, config.out)

@@ -90,7 +90,17 @@ def load_data(source: DataConfig, splits: tuple[str, ...], label_values: tuple[s
 
 def dev_data_for(source: DataConfig, model: str | Path) -> TaskData:
     """The dev split to score `model` on: the task its config.json names unless `source` names
-    a task or a dev file; your own files are read with the model's label names."""
+    a task or a dev file; your own files are read with the model's label names. The options
+    that pick training rows (--train-file, --max-train-examples) are accepted, as every command
+    takes the same data options, and set aside with a note."""
+    if source.train_file and not (source.task or source.dev_file):
+        raise DataError(f"--train-file {source.train_file}: this command scores a dev split and does not "
+                        "read the training file; give --dev-file (or --task)")
+    unused = [f"--{name.replace('_', '-')}" for name in ("train_file", "max_train_examples")
+              if getattr(source, name) is not None]
+    if unused:
+        log.warning("%s not read: this command scores the dev split only", " and ".join(unused))
+        source = dataclasses.replace(source, train_file=None, max_train_examples=None)
     cfg = load_config(model)
     if not source.task and not source.dev_file:
         source = dataclasses.replace(source, task=cfg.task)

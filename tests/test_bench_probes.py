@@ -1,0 +1,148 @@
+"""`slimbert bench` measures quickly: machine probes cached, one load and one ONNX export per
+checkpoint; and the scoring commands take the same data options and name what they measure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from slimbert import build_model, save_checkpoint
+from slimbert.cli import main
+from slimbert.data.readers import ReadStats, Table
+from slimbert.data.sources import TaskData
+from slimbert.evaluation import bench_run, probe_cache
+
+
+def test_the_matmul_peak_is_measured_once_per_machine_and_thread_count(monkeypatch):
+    calls = []
+
+    def measure(dtype):
+        calls.append((dtype, torch.get_num_threads()))
+        return 100.0 + len(calls)
+
+    monkeypatch.setattr(bench_run, "matmul_peak_gflops", measure)
+    first = bench_run.machine_peak_gflops(torch.float32)
+    assert bench_run.machine_peak_gflops(torch.float32) == first and len(calls) == 1
+    assert json.loads(probe_cache.cache_path().read_text())  # kept on disk for the next run
+    threads = torch.get_num_threads()
+    try:  # another thread count is another peak
+        torch.set_num_threads(threads + 1)
+        assert bench_run.machine_peak_gflops(torch.float32) != first and len(calls) == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert bench_run.machine_peak_gflops(torch.float32) == first and len(calls) == 2
+
+
+def test_a_probe_is_measured_again_when_the_model_files_change(tmp_path):
+    from slimbert.evaluation.probe_cache import cached, file_stamp
+
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    calls = []
+
+    def probe():
+        calls.append(1)
+        return 7.0 * len(calls)
+
+    assert cached("peak_memory_mb", probe, files=file_stamp(tmp_path)) == 7.0
+    assert cached("peak_memory_mb", probe, files=file_stamp(tmp_path)) == 7.0 and len(calls) == 1
+    (tmp_path / "model.safetensors").write_bytes(b"xy")
+    assert cached("peak_memory_mb", probe, files=file_stamp(tmp_path)) == 14.0 and len(calls) == 2
+    # a failed probe (None) is not kept
+    assert cached("other", lambda: None) is None
+    assert cached("other", lambda: 3.0) == 3.0
+
+
+@pytest.mark.slow
+def test_bench_loads_each_model_once_and_exports_onnx_once(tmp_path, tiny_tokenizer, csv_task, monkeypatch,
+                                                           one_thread):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from slimbert.evaluation import backends, bench
+
+    loads, exports, probes = [], [], []
+    real_load, real_export = bench_run.load_model, backends.export_onnx
+    monkeypatch.setattr(bench_run, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    monkeypatch.setattr(backends, "export_onnx", lambda *a, **k: exports.append(a) or real_export(*a, **k))
+    # the probe itself (a fresh process per row) is tested in test_serving; here, how often it runs
+    monkeypatch.setattr(bench_run, "peak_memory_mb", lambda *a, **k: probes.append(a) or 100.0 + len(probes))
+    monkeypatch.setattr(bench_run, "matmul_peak_gflops", lambda dtype: bench.matmul_peak_gflops(dtype, n=64))
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model(tiny_config(head="classification", id2label={0: "neg", 1: "pos"})),
+                           tiny_tokenizer, tmp_path / "tiny")
+    data = ["--no-references", "--dev-file", str(csv_task[1]), "--text-col", "review", "--label-col", "sentiment",
+            "--seq-lens", "8", "--rounds", "1", "--no-progress"]
+    assert main(["bench", "--model", str(ckpt), "--backend", "torch", "torch-int8-all", "onnxruntime",
+                 "onnxruntime-int8", *data, "--out", str(tmp_path / "b1")]) == 0
+    assert len(loads) == 1 and len(exports) == 1 and len(probes) == 4
+    rows = {r["backend"]: r for r in json.loads((tmp_path / "b1" / "bench.json").read_text())["rows"]}
+    assert len(rows) == 4 and rows["torch"]["score"] == rows["onnxruntime"]["score"]
+    assert rows["onnxruntime"]["file_bytes"] > rows["onnxruntime-int8"]["file_bytes"]  # two graphs, not one
+    # a second run of the same model on the same machine probes its memory no more
+    assert main(["bench", "--model", str(ckpt), *data, "--out", str(tmp_path / "b2")]) == 0
+    (again,) = json.loads((tmp_path / "b2" / "bench.json").read_text())["rows"]
+    assert len(probes) == 4 and again["peak_memory_mb"] == rows["torch"]["peak_memory_mb"]
+
+
+def test_report_and_evaluate_take_the_training_commands_data_options(tmp_path, tiny_tokenizer, csv_task, capsys,
+                                                                     caplog, one_thread):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(head="classification", id2label={0: "neg", 1: "pos"}))
+    teacher = save_checkpoint(model, tiny_tokenizer, tmp_path / "teacher")
+    run = save_checkpoint(model, tiny_tokenizer, tmp_path / "run")
+    train, dev = csv_task
+    data = ["--train-file", str(train), "--dev-file", str(dev), "--text-col", "review", "--label-col", "sentiment",
+            "--max-train-examples", "4"]
+    assert main(["report", str(run), "--teacher", str(teacher), *data, "--rounds", "1", "--no-progress",
+                 "--out", str(tmp_path / "report")]) == 0
+    assert "--train-file and --max-train-examples not read" in caplog.text
+    header = (tmp_path / "report" / "report.md").read_text().splitlines()[0]
+    assert "accuracy on dev.csv (dev split)" in header and "dev.csv dev" not in header
+    assert main(["evaluate", "--model", str(run), *data]) == 0
+    assert "(8 examples)" in capsys.readouterr().out  # the dev file, not the train file
+    # a train file alone gives these commands nothing to score
+    assert main(["evaluate", "--model", str(run), "--train-file", str(train), "--text-col", "review",
+                 "--label-col", "sentiment"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "--dev-file" in err and "Traceback" not in err
+
+
+def test_every_data_command_offers_the_same_data_options():
+    from slimbert.cli import build_parser, command_parser
+
+    def data_options(command):
+        sub = command_parser(build_parser(command), command)
+        return {a.dest for group in sub._action_groups if group.title and group.title.startswith("data")
+                for a in group._group_actions}
+
+    finetune = data_options("finetune")
+    assert {"train_file", "dev_file", "max_train_examples"} <= finetune
+    for command in ("distill", "prune", "quantize", "bench", "report", "evaluate"):
+        assert data_options(command) == finetune, command
+
+
+def test_score_columns_name_the_dev_data_they_were_measured_on():
+    from slimbert.evaluation.bench_run import BenchRow, markdown, scored_on
+    from slimbert.evaluation.report import markdown as report_markdown
+
+    def task(name, dev_path):
+        table = Table([], ("a", "b"), ReadStats(), Path(dev_path))
+        return TaskData(name, ("accuracy",), False, {0: "a", 1: "b"}, None, table)
+
+    assert scored_on(task("sst2", "glue/sst2/dev.tsv")) == "sst2 dev"
+    mine = scored_on(task("test", "data/test.tsv"))
+    assert mine == "test.tsv (dev split)"
+    meta = {"metric": "accuracy", "task": "test", "scored_on": mine, "seq_lens": [16], "batch_size": 32,
+            "dev_examples": 8, "threads": 1, "rounds": 1, "matmul_peak_gflops": {"float32": 10.0}, "skipped": []}
+    row = BenchRow("m", "torch", "float32", 10, 10, 0.5, {16: {"p50": 1.0, "p90": 2.0}}, 5.0)
+    head = markdown([row], meta).splitlines()[0]
+    assert "accuracy on test.tsv (dev split)" in head and "test dev" not in head
+    assert "latency p50/p90 ms, 16 tokens" in head and "seq/s, batch 32" in head
+    summary = [{"name": "teacher", "runs": 1, "score_mean": 0.5, "score_std": 0.0, "of_teacher": 1.0,
+                "parameters": 10, "params_ratio": 1.0, "file_mb": 1.0, "latency_ms": 1.0, "latency_speedup": 1.0,
+                "throughput": 5.0, "throughput_ratio": 1.0}]
+    head = report_markdown(summary, "accuracy", "test", {**meta, "torch": "x"}).splitlines()[0]
+    assert "accuracy on test.tsv (dev split) (mean ± std)" in head and "test dev" not in head
