@@ -81,10 +81,28 @@ def test_bench_loads_each_model_once_and_exports_onnx_once(tmp_path, tiny_tokeni
     rows = {r["backend"]: r for r in json.loads((tmp_path / "b1" / "bench.json").read_text())["rows"]}
     assert len(rows) == 4 and rows["torch"]["score"] == rows["onnxruntime"]["score"]
     assert rows["onnxruntime"]["file_bytes"] > rows["onnxruntime-int8"]["file_bytes"]  # two graphs, not one
-    # a second run of the same model on the same machine probes its memory no more
-    assert main(["bench", "--model", str(ckpt), *data, "--out", str(tmp_path / "b2")]) == 0
-    (again,) = json.loads((tmp_path / "b2" / "bench.json").read_text())["rows"]
+    # a second run of the same model on the same machine probes its memory no more; timing
+    # throughput on half the dev sentences still scores the whole split
+    assert main(["bench", "--model", str(ckpt), *data, "--throughput-examples", "4",
+                 "--out", str(tmp_path / "b2")]) == 0
+    second = json.loads((tmp_path / "b2" / "bench.json").read_text())
+    (again,) = second["rows"]
     assert len(probes) == 4 and again["peak_memory_mb"] == rows["torch"]["peak_memory_mb"]
+    assert again["score"] == rows["torch"]["score"]
+    assert second["meta"]["throughput_examples"] == 4 and second["meta"]["dev_examples"] == 8
+
+
+def test_quick_bench_times_fewer_lengths_and_sentences_spread_over_the_lengths():
+    from slimbert.data.batching import EncodedDataset
+    from slimbert.recipes.bench import BenchConfig
+
+    quick = BenchConfig(model=["m"], quick=True)
+    assert quick.seq_lens == (32,) and quick.throughput_examples == 256
+    assert BenchConfig(model=["m"], quick=True, seq_lens=(8, 64), throughput_examples=100).seq_lens == (8, 64)
+    assert BenchConfig(model=["m"]).throughput_examples is None  # by default every dev sentence is timed
+    dev = EncodedDataset([[1] * n for n in range(1, 101)], [[0] * n for n in range(1, 101)], None)
+    lengths = sorted(bench_run.length_sample(dev, 10).lengths)
+    assert len(lengths) == 10 and lengths[0] == 1 and lengths[-1] >= 90 and len(set(lengths)) == 10
 
 
 def test_report_and_evaluate_take_the_training_commands_data_options(tmp_path, tiny_tokenizer, csv_task, capsys,

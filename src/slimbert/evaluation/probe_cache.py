@@ -62,8 +62,8 @@ def cached(kind: str, measure: Callable[[], float | None], **parts) -> float | N
 
 
 def file_stamp(directory: Path) -> str:
-    """What identifies a checkpoint's or backend's files: each weight file's name, size and
-    modification time (a rewritten model is probed again)."""
+    """What identifies a checkpoint's model: its config and weight files' names, sizes and
+    modification times (a rewritten model is probed again; a rewritten results.json is not)."""
     files = sorted(f for f in Path(directory).iterdir()
-                   if f.suffix in (".safetensors", ".onnx", ".bin", ".json"))
+                   if f.suffix in (".safetensors", ".onnx", ".bin") or f.name == "config.json")
     return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
