@@ -498,8 +498,7 @@ class WordStudentConfig(ModelConfig):
         if self.head != "classification":
             raise CheckpointError(f"config field 'head': a {self.MODEL_TYPE} student is always a "
                                   f"classifier, got '{self.head}'")
-        if not 0 <= self.dropout < 1:
-            raise CheckpointError(f"config field 'dropout': must be in [0, 1), got {self.dropout}")
+        _check_dropout(self, ("dropout",))
         _check_serving(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -575,11 +574,8 @@ class Seq2SeqConfig(ModelConfig):
     def __post_init__(self) -> None:
         _check_positive(self, ("vocab_size", "max_source_length", "max_target_length"))
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
-            if not 0 <= getattr(self, name) < self.vocab_size:
-                raise CheckpointError(f"config field '{name}': must be an id below vocab_size="
-                                      f"{self.vocab_size}, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise CheckpointError(f"config field 'dropout': must be in [0, 1), got {self.dropout}")
+            _check_token_id(self, name)
+        _check_dropout(self, ("dropout",))
         _check_serving(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -640,9 +636,7 @@ class Seq2SeqTransformerConfig(Seq2SeqConfig):
         if self.position_embedding_type == "rope" and self.head_dim % 2:
             raise CheckpointError(f"config field 'position_embedding_type': rotary positions need an even "
                                   f"head dim, got {self.head_dim}")
-        if not 0 <= self.attention_dropout < 1:
-            raise CheckpointError(f"config field 'attention_dropout': must be in [0, 1), got "
-                                  f"{self.attention_dropout}")
+        _check_dropout(self, ("attention_dropout",))
         longest = max(self.max_source_length, self.max_target_length)
         if self.position_embedding_type == "absolute" and longest > self.max_position_embeddings:
             raise CheckpointError(f"config field 'max_position_embeddings': learned positions cover "
