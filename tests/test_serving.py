@@ -12,11 +12,12 @@ from slimbert import build_model, load_model, save_checkpoint
 from slimbert.checkpoint import load_tokenizer
 from slimbert.cli import main
 from slimbert.compress.export import OnnxModel, export_onnx
-from slimbert.compress.quantize import is_int8, quantize_int8, to_bf16
+from slimbert.compress.quantize import quantize_int8, to_bf16
 from slimbert.data.batching import encode_examples, throughput_batches
 from slimbert.data.sources import load_task_data
 from slimbert.evaluation.bench import timed_pass
 from slimbert.inference import predict_logits
+from slimbert.models.int8 import is_int8
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from slimbert.compress.prune import dense_equivalent
 from slimbert.config import BertConfig
 from slimbert.errors import CheckpointError
 from slimbert.io import atomic_write
+from slimbert.models.int8 import is_int8
 from slimbert.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,6 @@ class _Outputs(nn.Module):
 
 def _plain_fp32(model: nn.Module) -> nn.Module:
     """The fp32 model ONNX export starts from (an int8 torch model is dequantized first)."""
-    from slimbert.compress.quantize import is_int8
-
     if is_int8(model):
         raise CheckpointError("export the fp32 model with --int8 instead: ONNX Runtime quantizes "
                               "the graph itself (PyTorch's int8 modules do not export)")

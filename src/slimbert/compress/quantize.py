@@ -44,7 +44,7 @@ from torch import nn
 from slimbert.data.batching import EncodedDataset
 from slimbert.errors import CheckpointError
 from slimbert.models import set_config
-from slimbert.models.int8 import INT8, dynamic_int8, is_int8, quiet_quantization, set_input_scale
+from slimbert.models.int8 import INT8, dynamic_int8, set_input_scale
 
 SCOPES = ("attention", "all")
 

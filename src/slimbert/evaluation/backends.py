@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from slimbert.checkpoint import load_model, load_tokenizer, save_checkpoint
-from slimbert.compress.export import export_hf
-from slimbert.compress.export import OnnxModel, export_onnx, quantize_onnx
-from slimbert.compress.quantize import is_int8, quantize_int8, to_bf16
+from slimbert.compress.export import OnnxModel, export_hf, export_onnx, quantize_onnx
+from slimbert.compress.quantize import quantize_int8, to_bf16
 from slimbert.config import BACKENDS, BertConfig
 from slimbert.errors import SlimbertError
+from slimbert.models.int8 import is_int8
 
 REFERENCES = ("hf", "onnxruntime")  # measured in every run, where the model allows
 # What a backend needs installed beyond torch (the dynamo ONNX exporter needs onnxscript).
