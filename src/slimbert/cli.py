@@ -441,6 +441,31 @@ def run_bench(args) -> int:
     return 0
 
 
+def options_optimize(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.optimize import OptimizeConfig
+
+    add_options(p, OptimizeConfig)
+    _data_options(p, "train,dev")
+
+
+def run_optimize(args) -> int:
+    from slimbert.recipes.optimize import OptimizeConfig, optimize, task_data
+
+    config, source = build(OptimizeConfig, args), _data(args)
+    state = optimize(config, task_data(source, config.model), source.columns())
+    chosen = state["chosen"]
+    if chosen is None:
+        print(f"no candidate is within {config.max_drop:g} points of the given model; see {config.out}/optimize.md")
+        return 0
+    print(f"chosen: {chosen['model']} served with {chosen['backend']}: {chosen['speed']:.2f}x the given model's "
+          f"{config.target}, {state['metric']} {chosen['selection']:.2f} on selection "
+          f"({chosen['selection'] - state['base_selection']:+.2f}) and {chosen['heldout']:.2f} held out "
+          f"({chosen['heldout'] - state['base_heldout']:+.2f}); {len(state['candidates'])} candidates in "
+          f"{state['elapsed_seconds'] / 60:.1f} min")
+    print(f"wrote {config.out}/model, optimize.md, optimize.json and optimize.png")
+    return 0
+
+
 def options_report(p: argparse.ArgumentParser) -> None:
     from slimbert.recipes.report import ReportConfig
 
@@ -665,6 +690,13 @@ COMMANDS = {
                      "Every model and backend is timed round-robin on the same real dev sentences; Hugging "
                      "Face transformers and ONNX Runtime on the same weights are measured in every run as "
                      "references."),
+    "optimize": Command("find the fastest model this machine can serve within an accuracy budget",
+                        options_optimize, run_optimize,
+                        "Searches serving backends (torch fp32 / int8, ONNX Runtime fp32 / int8, bf16 where "
+                        "native, CUDA where present), head and feed-forward pruning with recovery, and "
+                        "distillation into fewer layers, within --budget; measures every candidate on the "
+                        "same dev sentences and keeps the Pareto frontier of accuracy against speed. Part of "
+                        "the dev split is held out to check the choice."),
     "evaluate": Command("score a fine-tuned model on a task's dev split", options_evaluate, run_evaluate),
     "predict": Command("label each line of a file (or stdin); a tab separates a pair",
                        options_predict, run_predict),

@@ -49,7 +49,8 @@ AttentionType = Literal["mha", "gau"]
 PROBLEM_TYPES = ("single_label_classification", "regression")
 # How a checkpoint can be served (slimbert.evaluation.backends builds each; `slimbert bench`
 # and `slimbert report --backend` choose among them).
-Backend = Literal["torch", "torch-int8", "torch-int8-all", "torch-bf16", "onnxruntime", "onnxruntime-int8", "hf"]
+Backend = Literal["torch", "torch-int8", "torch-int8-all", "torch-bf16", "onnxruntime", "onnxruntime-int8", "hf",
+                  "torch-cuda", "torch-cuda-bf16"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slimbert.data.readers import LabelSpec, Table, read_table
-from slimbert.data.tasks import get_task, load_task
+from slimbert.data.tasks import TASKS, get_task, load_task
 from slimbert.errors import DataError
 
 
@@ -102,3 +102,16 @@ def load_task_data(task: str | None = None, data_dir: str | Path | None = None,
     name = Path(files["train"] or files["dev"]).stem
     return TaskData(name, metrics, regression, dict(enumerate(values)) if not regression else {},
                     tables.get("train"), tables.get("dev"))
+
+
+def load_test_file(path: str | Path, data: TaskData, columns: FileColumns | None = None) -> Table:
+    """A labelled file of held-out examples in the format of `data`: a GLUE task's own columns
+    and labels, or the user's `columns` with the labels of `data`'s train split."""
+    if data.name in TASKS:
+        spec = get_task(data.name)
+        return read_table(path, spec.text_col, spec.text_pair_col, spec.label_col,
+                          LabelSpec(spec.label_values, spec.is_regression), has_header=spec.has_header)
+    cols = columns or FileColumns()
+    values = None if data.regression else tuple(data.id2label[i] for i in sorted(data.id2label))
+    return read_table(path, cols.column(cols.text_col), cols.column(cols.text_pair_col), cols.column(cols.label_col),
+                      LabelSpec(values, data.regression), has_header=cols.has_header)

@@ -7,6 +7,8 @@
     onnxruntime       exported to ONNX, run by ONNX Runtime (CPU provider)
     onnxruntime-int8  the same graph quantized to int8 by ONNX Runtime
     hf                the same weights in Hugging Face `transformers` (SDPA attention)
+    torch-cuda        the checkpoint on the GPU, fp32 (inputs copied there, logits copied back)
+    torch-cuda-bf16   the same with bfloat16 weights (native on every GPU since Ampere)
 
 Each backend is built from the checkpoint directory into a work folder, so every backend of a
 checkpoint serves exactly the same weights.
@@ -84,6 +86,16 @@ def check_backend(backend: str) -> None:
     missing = [name for name in LIBRARIES.get(backend, ()) if importlib.util.find_spec(name) is None]
     if missing:
         raise BackendUnavailable(f"the {backend} backend needs `pip install {' '.join(missing)}`")
+    if backend.startswith("torch-cuda") and not torch.cuda.is_available():
+        raise BackendUnavailable(f"the {backend} backend needs a CUDA GPU, and torch sees none")
+
+
+def _cuda_forward(model: nn.Module) -> Callable[..., torch.Tensor]:
+    """`model` on the GPU; the logits come back to the CPU, which also waits for the GPU to finish."""
+    def forward(**inputs) -> torch.Tensor:
+        out = model(**{k: v.to("cuda", non_blocking=True) for k, v in inputs.items()})
+        return (out.logits if out.logits is not None else out.last_hidden_state).float().cpu()
+    return forward
 
 
 def build(checkpoint: str | Path, backend: str, workdir: Path, model: nn.Module | None = None) -> None:
@@ -91,13 +103,13 @@ def build(checkpoint: str | Path, backend: str, workdir: Path, model: nn.Module 
     `model` is the checkpoint already loaded (it is not changed); the onnxruntime backends
     share one workdir: the graph exported for one is reused by the other."""
     check_backend(backend)
-    if backend == "torch":
+    if backend in ("torch", "torch-cuda"):
         return
     model = load_model(checkpoint) if model is None else model
     if is_int8(model):
         raise BackendUnavailable("the checkpoint is already int8; bench it with the torch backend")
     if backend.startswith("torch-"):
-        converted = (to_bf16(model) if backend == "torch-bf16"
+        converted = (to_bf16(model) if backend.endswith("-bf16")
                      else quantize_int8(model, "all" if backend.endswith("-all") else "attention"))
         save_checkpoint(converted, None, workdir)
         return
@@ -117,6 +129,13 @@ def build(checkpoint: str | Path, backend: str, workdir: Path, model: nn.Module 
 def load(checkpoint: str | Path, backend: str, workdir: Path, threads: int | None = None) -> Served:
     """The model `build` prepared, loaded from its files as a user would serve it."""
     checkpoint = Path(checkpoint)
+    if backend.startswith("torch-cuda"):
+        model = load_model(workdir if backend.endswith("-bf16") else checkpoint, check_vocab=False)
+        if is_int8(model):
+            raise BackendUnavailable("int8 checkpoints serve on the CPU; bench them with the torch backend")
+        files = workdir if backend.endswith("-bf16") else checkpoint
+        return Served(backend, _cuda_forward(model.to("cuda").eval()), _dir_bytes(files),
+                      "bfloat16" if backend.endswith("-bf16") else "float32")
     if backend == "torch":
         model = load_model(checkpoint)
         dtype = "int8" if is_int8(model) else str(next(model.parameters()).dtype).replace("torch.", "")

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from slimbert.checkpoint import load_config, load_model, load_tokenizer
 from slimbert.data.batching import EncodedDataset, encode_examples, throughput_batches
+from slimbert.data.readers import Example
 from slimbert.errors import CheckpointError, SlimbertError
 from slimbert.hardware import detect_machine
 from slimbert.data.sources import TaskData
@@ -52,6 +53,7 @@ class BenchRow:
     peak_memory_mb: float | None = None
     gflops: float | None = None  # achieved, from the median throughput
     note: str = ""
+    scores: dict[str, float] = field(default_factory=dict)  # main metric on each of `also_score`'s sets
 
 
 def counted(n: int, noun: str) -> str:
@@ -75,7 +77,8 @@ def run_bench(checkpoints: list[Path], backends: list[str], data: TaskData, seq_
         pairs += [(ckpt, b) for b in wanted]
     rows, meta = measure_pairs(pairs, data, seq_lens, batch_size, rounds, threads, memory, progress, max_length,
                                throughput_examples)
-    dtypes = [torch.float32] + ([torch.bfloat16] if any(r.dtype in ("bf16", "bfloat16") for r in rows) else [])
+    cpu_bf16 = any(r.dtype in ("bf16", "bfloat16") and not r.backend.startswith("torch-cuda") for r in rows)
+    dtypes = [torch.float32] + ([torch.bfloat16] if cpu_bf16 else [])
     meta["matmul_peak_gflops"] = {str(dtype).replace("torch.", ""): machine_peak_gflops(dtype) for dtype in dtypes}
     return rows, meta
 
@@ -88,9 +91,12 @@ def machine_peak_gflops(dtype: torch.dtype) -> float:
 
 def measure_pairs(pairs: list[tuple[Path, str]], data: TaskData, seq_lens=SEQ_LENS, batch_size: int = 32,
                   rounds: int = 3, threads: int | None = None, memory: bool = True, progress: bool = True,
-                  max_length: int = 128, throughput_examples: int | None = None) -> tuple[list[BenchRow], dict]:
+                  max_length: int = 128, throughput_examples: int | None = None,
+                  also_score: dict[str, list[Example]] | None = None) -> tuple[list[BenchRow], dict]:
     """Measure each (checkpoint, backend) pair, round-robin; pairs a backend cannot serve are
     listed in meta["skipped"]. The first checkpoint's tokenizer encodes the dev split.
+    `also_score` names further labelled example sets (e.g. a held-out split) whose main metric
+    each row gets in `scores`, from untimed passes.
 
     Dev examples are encoded up to `max_length` tokens (as in training) for throughput and
     accuracy; latency inputs are cut or repeated to each of `seq_lens`. With
@@ -110,10 +116,15 @@ def measure_pairs(pairs: list[tuple[Path, str]], data: TaskData, seq_lens=SEQ_LE
     if throughput_examples and throughput_examples < len(dev):
         timing = throughput_batches(length_sample(dev, throughput_examples), batch_size, tokenizer.pad_id)
     latency_inputs = {n: latency_batch(dev, n, tokenizer.pad_id) for n in seq_lens}
+    extra = {}
+    for name, examples in (also_score or {}).items():
+        encoded = encode_examples(examples, tokenizer, max_length=max_length, regression=data.regression)
+        extra_batches = throughput_batches(encoded, batch_size, tokenizer.pad_id)
+        extra[name] = (extra_batches, torch.cat([b["labels"] for b in extra_batches]).numpy())
     work = Path(tempfile.mkdtemp(prefix="slimbert-bench-"))
     try:
         return _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch_size, rounds,
-                        threads, memory, progress, len(dev), timing)
+                        threads, memory, progress, len(dev), timing, extra)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -126,7 +137,7 @@ def length_sample(dev: EncodedDataset, n: int) -> EncodedDataset:
 
 
 def _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch_size, rounds, threads,
-             memory, progress, n_dev, timing):
+             memory, progress, n_dev, timing, extra):
     served, rows, skipped = {}, {}, []
     configs, parameters, models = {}, {}, {}  # per checkpoint, whatever the backend
     index = {ckpt: i for i, ckpt in enumerate(dict.fromkeys(ckpt for ckpt, _ in pairs))}
@@ -163,6 +174,9 @@ def _measure(pairs, work, data, batches, labels, latency_inputs, seq_lens, batch
                 _, logits = timed_pass(s.forward, batches, warmup=0)  # the accuracy, on the whole split
             if r == 0 and labels is not None and logits.numel():
                 row.score = compute_metrics(data.metrics[:1], logits.numpy(), labels)[data.main_metric]
+            for name, (extra_batches, extra_labels) in extra.items() if r == 0 else ():
+                _, logits = timed_pass(s.forward, extra_batches, warmup=0)
+                row.scores[name] = compute_metrics(data.metrics[:1], logits.numpy(), extra_labels)[data.main_metric]
             bar.update()
     bar.close()
 

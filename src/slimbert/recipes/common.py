@@ -56,6 +56,9 @@ class DataConfig:
             raise ConfigError("give either --task or --train-file/--dev-file, not both")
         positive(self, "max_train_examples")
 
+    def columns(self) -> FileColumns:
+        return FileColumns(self.text_col, self.text_pair_col, self.label_col, self.header)
+
 
 def positive(config, *names: str) -> None:
     """Raise ConfigError naming the first of `names` whose value is set and not > 0 (and finite)."""
@@ -77,8 +80,7 @@ def fraction(config, *names: str, high: float = 1.0) -> None:
 def load_data(source: DataConfig, splits: tuple[str, ...], label_values: tuple[str, ...] | None = None,
               regression: bool | None = None) -> TaskData:
     """The `splits` of `source`; rows skipped with `skip_bad_rows` are counted in a warning."""
-    cols = FileColumns(source.text_col, source.text_pair_col, source.label_col, source.header)
-    data = load_task_data(source.task, source.data_dir, source.train_file, source.dev_file, cols,
+    data = load_task_data(source.task, source.data_dir, source.train_file, source.dev_file, source.columns(),
                           source.regression if regression is None else regression, label_values, splits,
                           source.skip_bad_rows, source.max_train_examples)
     for split in splits:
