@@ -75,7 +75,8 @@ def fixed_speed(monkeypatch):
 def args(teacher, task, out, *extra):
     return ["optimize", "--model", str(teacher), "--out", str(out), "--train-file", str(task[0]),
             "--dev-file", str(task[1]), "--text-col", "review", "--label-col", "sentiment",
-            "--backend", "torch", "torch-int8", "torch-int8-all", "--moves", "heads", "layers", "--rounds", "1",
+            "--backend", "torch", "torch-int8", "torch-int8-all", "--moves", "heads", "layers",
+            "--ffn-multiple", "8", "--rounds", "1",
             "--throughput-examples", "8", "--distill-epochs", "2", "--recover-epochs", "1",
             "--batch-size", "16", "--budget", "20m", "--no-progress", "--cache-dir", str(out.parent / "cache"),
             *extra]
@@ -88,18 +89,21 @@ def report(out) -> dict:
 def test_search_keeps_the_fastest_candidate_within_max_drop_on_the_selection_split(tmp_path, teacher, task,
                                                                                    fixed_speed, capsys):
     out = tmp_path / "search"
-    assert main(args(teacher, task, out, "--max-drop", "5")) == 0
+    assert main(args(teacher, task, out, "--max-drop", "5", "--moves", "heads", "ffn", "layers", "--min-layers", "2")) == 0
     state = report(out)
     threshold = state["base_selection"] - 5
     assert state["threshold"] == pytest.approx(threshold)
+    heldout_threshold = state["base_heldout"] - 5
     chosen = state["chosen"]
-    assert chosen["selection"] >= threshold
-    # nothing feasible is faster; whatever is faster missed the budget on the selection split
+    assert chosen["selection"] >= threshold and chosen["heldout"] >= heldout_threshold
+    # nothing faster is within the budget on the selection split and passes the held-out check
     for c in state["candidates"]:
         if c["speed"] > chosen["speed"]:
-            assert c["selection"] < threshold
+            assert c["selection"] < threshold or c["heldout"] < heldout_threshold
     # the search made smaller models and served them both ways
     made = {m["name"] for m in state["models"]}
+    shapes = [(m["root"], m["heads"], m["ffn"], m.get("recoveries", 0)) for m in state["models"]]
+    assert len(shapes) == len(set(shapes))  # no model is made twice by two paths
     assert {"given", "given-heads25", "layers2"} <= made
     assert {c["backend"] for c in state["candidates"]} == {"torch", "torch-int8", "torch-int8-all"}
     # everything the search made is under OUT; the given model's folder is left as it was
@@ -226,6 +230,19 @@ def test_the_frontier_is_non_dominated_and_covers_every_candidate(points, thresh
         assert chosen is None
     else:  # the frontier holds the fastest feasible candidate
         assert chosen["speed"] == max(c["speed"] for c in feasible)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20), st.integers(1, 20)), min_size=1, max_size=25),
+       st.integers(0, 20), st.integers(0, 20))
+def test_the_choice_is_the_fastest_candidate_within_both_checks(points, threshold, heldout_threshold):
+    cands = [{"selection": float(a), "heldout": float(h), "speed": float(s)} for a, h, s in points]
+    chosen = opt.choose(cands, threshold, heldout_threshold)
+    ok = [c for c in cands if c["selection"] >= threshold and c["heldout"] >= heldout_threshold]
+    if not ok:
+        assert chosen is None
+    else:
+        assert chosen in ok and chosen["speed"] == max(c["speed"] for c in ok)
 
 
 def test_search_frontier_is_non_dominated(tmp_path, teacher, task, fixed_speed):
