@@ -170,8 +170,9 @@ class Seq2SeqTransformer(nn.Module):
         return self.encoder(x, padding_mask(src_mask)).last_hidden_state
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor | None, memory_mask: torch.Tensor | None,
-               cache: StackCache | None = None) -> torch.Tensor:
-        """tgt_in (B, T): the target so far, or with a cache only its newest tokens -> logits (B, T, V).
+               cache: StackCache | None = None, last_only: bool = False) -> torch.Tensor:
+        """tgt_in (B, T): the target so far, or with a cache only its newest tokens -> logits (B, T, V),
+        or with `last_only` (B, 1, V) for the last position alone.
 
         With a cache, the new tokens sit after the `cache.length` tokens already decoded, and
         their positions (absolute or rotary) say so. `memory` may be None once the cache's
@@ -179,7 +180,8 @@ class Seq2SeqTransformer(nn.Module):
         offset = cache.length if cache is not None else 0
         x = self._embed(self.embeddings.target(tgt_in), self.target_positions, offset)
         out = self.decoder(x, memory=memory, memory_mask=padding_mask(memory_mask), cache=cache)
-        return self.embeddings.logits(out.last_hidden_state)
+        h = out.last_hidden_state[:, -1:] if last_only else out.last_hidden_state  # (B, 1|T, H)
+        return self.embeddings.logits(h)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None, teacher_forcing: float = 1.0) -> ModelOutput:
@@ -200,8 +202,8 @@ class Seq2SeqTransformer(nn.Module):
 
     def next_logits(self, tokens: torch.Tensor, state: TransformerDecoderState) -> torch.Tensor:
         """tokens (N, t): everything decoded so far, <s> first -> logits (N, V) of token t + 1."""
-        if state.cache is None:  # recompute the whole prefix
-            return self.decode(tokens, state.memory, state.memory_mask)[:, -1]
+        if state.cache is None:  # recompute the whole prefix (but project only its last position)
+            return self.decode(tokens, state.memory, state.memory_mask, last_only=True)[:, -1]
         if state.cache.length != tokens.shape[1] - 1:
             raise ValueError(f"the cache holds {state.cache.length} tokens but {tokens.shape[1]} were "
                              "decoded")
