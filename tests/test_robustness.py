@@ -447,6 +447,7 @@ OUT_COMMANDS = {
     "quantize": ["--model", "m"],
     "export": ["--model", "m", "--format", "hf"],
     "bench": ["--model", "m"],
+    "optimize": ["--model", "m"],
     "report": ["r"],
     "vocab": ["--corpus", "c.txt", "--size", "100"],
     "train-seq2seq": ["--train-src", "s", "--train-tgt", "t", "--valid-src", "vs", "--valid-tgt", "vt"],
