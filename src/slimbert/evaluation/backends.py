@@ -98,6 +98,17 @@ def _cuda_forward(model: nn.Module) -> Callable[..., torch.Tensor]:
     return forward
 
 
+def converted(model: nn.Module, backend: str) -> nn.Module:
+    """`model` as a torch backend serves it: bf16 weights (`-bf16`), int8 in every Linear
+    (`-int8-all`) or in the attention layers (`-int8`), uncalibrated; as it is for torch and
+    torch-cuda."""
+    if backend in ("torch", "torch-cuda"):
+        return model
+    if backend.endswith("-bf16"):
+        return to_bf16(model)
+    return quantize_int8(model, "all" if backend.endswith("-all") else "attention")
+
+
 def build(checkpoint: str | Path, backend: str, workdir: Path, model: nn.Module | None = None) -> None:
     """Write what `backend` serves `checkpoint` from into `workdir` (nothing for torch).
     `model` is the checkpoint already loaded (it is not changed); the onnxruntime backends
@@ -109,9 +120,7 @@ def build(checkpoint: str | Path, backend: str, workdir: Path, model: nn.Module 
     if is_int8(model):
         raise BackendUnavailable("the checkpoint is already int8; bench it with the torch backend")
     if backend.startswith("torch-"):
-        converted = (to_bf16(model) if backend.endswith("-bf16")
-                     else quantize_int8(model, "all" if backend.endswith("-all") else "attention"))
-        save_checkpoint(converted, None, workdir)
+        save_checkpoint(converted(model, backend), None, workdir)
         return
     if not isinstance(model.config, BertConfig):
         raise BackendUnavailable(f"a {model.config.MODEL_TYPE} student serves with torch backends only")

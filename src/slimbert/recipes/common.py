@@ -103,11 +103,17 @@ def dev_data_for(source: DataConfig, model: str | Path) -> TaskData:
     if unused:
         log.warning("%s not read: this command scores the dev split only", " and ".join(unused))
         source = dataclasses.replace(source, train_file=None, max_train_examples=None)
+    return model_data(source, model, ("dev",))
+
+
+def model_data(source: DataConfig, model: str | Path, splits: tuple[str, ...]) -> TaskData:
+    """The `splits` of `source` for `model`: the task its config.json names unless `source` names
+    a task or gives files; your own files are read with the model's label names."""
     cfg = load_config(model)
-    if not source.task and not source.dev_file:
+    if not (source.task or source.train_file or source.dev_file):
         source = dataclasses.replace(source, task=cfg.task)
     values = tuple(cfg.label_names()) if cfg.num_labels > 1 and not source.task else None
-    return load_data(source, ("dev",), label_values=values, regression=cfg.num_labels == 1)
+    return load_data(source, splits, label_values=values, regression=cfg.num_labels == 1)
 
 
 def resume_point(out: Path, resume: bool) -> Path | None:

@@ -46,16 +46,16 @@ import torch
 from tqdm.auto import tqdm
 
 from slimbert.checkpoint import load_config, load_model, load_tokenizer, resolve, save_checkpoint
-from slimbert.compress.quantize import quantize_int8, to_bf16
+from slimbert.compress.quantize import quantize_int8
 from slimbert.config import Backend, BertConfig
 from slimbert.data.readers import Table
 from slimbert.data.sources import FileColumns, TaskData, load_test_file
 from slimbert.errors import ConfigError, DataError, SlimbertError
-from slimbert.evaluation.backends import BackendUnavailable, build, check_backend
+from slimbert.evaluation.backends import BackendUnavailable, build, check_backend, converted
 from slimbert.evaluation.bench_run import BenchRow, measure_pairs, ratio_axis
 from slimbert.hardware import check_bf16, detect_machine
 from slimbert.io import atomic_write, atomic_write_text
-from slimbert.recipes.common import DataConfig, fraction, load_data, positive, train_sample
+from slimbert.recipes.common import DataConfig, fraction, model_data, positive, train_sample
 from slimbert.recipes.distill import DistillConfig, distill
 from slimbert.recipes.distill import train_defaults as distill_defaults
 from slimbert.recipes.pretrain import parse_duration
@@ -177,16 +177,12 @@ def split_dev(table: Table, held: float, seed: int, regression: bool) -> tuple[T
 
 
 def task_data(source: DataConfig, model: str) -> TaskData:
-    """The train and dev splits to search with: the task `model`'s config.json names unless
-    `source` names one or gives files; the user's files are read with the model's labels."""
-    cfg = load_config(model)
-    if not (source.task or source.train_file or source.dev_file):
-        if cfg.task is None:
-            raise DataError(f"{model}: its config.json names no task; give --task or --train-file/--dev-file")
-        source = dataclasses.replace(source, task=cfg.task)
-    values = tuple(cfg.label_names()) if cfg.num_labels > 1 and not source.task else None
-    return load_data(source, ("train", "dev") if (source.task or source.train_file) else ("dev",),
-                     label_values=values, regression=cfg.num_labels == 1)
+    """The train and dev splits to search with (`model_data`): the task `model`'s config.json
+    names unless `source` names one or gives files; the user's files are read with the model's labels."""
+    if not (source.task or source.train_file or source.dev_file) and load_config(model).task is None:
+        raise DataError(f"{model}: its config.json names no task; give --task or --train-file/--dev-file")
+    only_dev = source.dev_file and not source.train_file  # a dev file alone: backends are all it can search
+    return model_data(source, model, ("dev",) if only_dev else ("train", "dev"))
 
 
 def selection_and_heldout(config: OptimizeConfig, data: TaskData, columns: FileColumns | None = None
@@ -239,9 +235,8 @@ class Search:
     models: list[dict] = field(default_factory=list)  # every model made, in order
     candidates: list[dict] = field(default_factory=list)  # every (model, backend) measured
     steps: list[dict] = field(default_factory=list)  # what each step did, and how long it took
-    elapsed: float = 0.0  # seconds spent by the recorded steps
     finished: bool = False
-    _step_start: float = 0.0  # when the step under way began (perf_counter)
+    machine: dict = field(default_factory=lambda: detect_machine().as_dict())  # the machine line and flags
     _started: float = field(default_factory=time.perf_counter)  # when this process began the search
     _before: float = 0.0  # seconds earlier runs of this search spent (before a --resume)
 
@@ -262,10 +257,13 @@ class Search:
         """The lowest selection score (in points) a feasible candidate may have."""
         return self.base["selection"] - self.config.max_drop
 
+    def base_heldout(self) -> float:
+        """The given model's held-out score (torch fp32), in points."""
+        return next(c["heldout"] for c in self.candidates if c["model"] == self.base["name"] and c["backend"] == "torch")
+
     def heldout_threshold(self) -> float:
         """The lowest held-out score (in points) the chosen candidate may have."""
-        base = next(c["heldout"] for c in self.candidates if c["model"] == self.base["name"] and c["backend"] == "torch")
-        return base - self.config.max_drop
+        return self.base_heldout() - self.config.max_drop
 
     def feasible(self, model: dict) -> bool:
         return model["selection"] is not None and model["selection"] >= self.threshold()
@@ -275,16 +273,19 @@ class Search:
 
     # -------------------------------------------------------------- state on disk
 
-    def save(self) -> None:
-        state = {"settings": self.config.settings(), "task": self.data.name, "metric": self.data.main_metric,
-                 "backends": self.backends, "selection_examples": len(self.data.dev.examples),
-                 "heldout": str(self.config.test_file or f"{self.config.holdout:g} of the dev split"),
-                 "heldout_examples": len(self.heldout.examples), "budget_seconds": self.config.budget,
-                 "elapsed_seconds": self.elapsed, "finished": self.finished, "machine": detect_machine().as_dict(),
-                 "torch": torch.__version__, "models": self.models, "candidates": self.candidates,
-                 "steps": self.steps}
+    def state(self) -> dict:
+        """What OUT/optimize.json holds."""
+        return {"settings": self.config.settings(), "task": self.data.name, "metric": self.data.main_metric,
+                "backends": self.backends, "selection_examples": len(self.data.dev.examples),
+                "heldout": str(self.config.test_file or f"{self.config.holdout:g} of the dev split"),
+                "heldout_examples": len(self.heldout.examples), "budget_seconds": self.config.budget,
+                "elapsed_seconds": self.spent(), "finished": self.finished, "machine": self.machine,
+                "torch": torch.__version__, "models": self.models, "candidates": self.candidates,
+                "steps": self.steps}
+
+    def save(self, state: dict | None = None) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / STATE, json.dumps(state, indent=2) + "\n")
+        atomic_write_text(self.out / STATE, json.dumps(state or self.state(), indent=2) + "\n")
 
     def restore(self) -> None:
         path = self.out / STATE
@@ -297,9 +298,9 @@ class Search:
             elapsed = float(state["elapsed_seconds"])
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"{path}: not a search slimbert optimize wrote ({e})") from None
-        if json.loads(json.dumps(settings)) != json.loads(json.dumps(self.config.settings())):
-            differ = sorted(k for k in set(settings) | set(self.config.settings())
-                            if settings.get(k) != self.config.settings().get(k))
+        ours = json.loads(json.dumps(self.config.settings()))  # as JSON has it (tuples become lists)
+        if settings != ours:
+            differ = sorted(k for k in set(settings) | set(ours) if settings.get(k) != ours.get(k))
             raise ConfigError(f"--resume: {path} was a search with other settings ({', '.join(differ)}); "
                               "give the same options, or another --out")
         self.models, self.candidates, self.steps, self._before = models, candidates, steps, elapsed
@@ -309,17 +310,8 @@ class Search:
     def measure(self, model: dict) -> None:
         """Serve `model` with every backend, beside the given model's torch fp32 row, and record the
         candidates with their speed relative to that row."""
-        base_pair = (Path(self.base["path"]), "torch")
-        served = {}  # (checkpoint, bench backend) -> the backend's name here
-        for backend in self.backends:
-            pair = (self.smoothquant(model), "torch") if backend == SMOOTHQUANT else (Path(model["path"]), backend)
-            served[pair] = backend
-        rows, meta = measure_pairs(list(dict.fromkeys([base_pair, *served])), self.data, (self.config.seq_len,),
-                                   self.config.batch_size, self.config.rounds, self.config.threads, memory=False,
-                                   progress=self.config.progress, max_length=self.config.max_length,
-                                   throughput_examples=self.config.throughput_examples,
-                                   also_score={"heldout": self.heldout.examples})
-        by_pair = {(Path(r.model), r.backend): r for r in rows}
+        served = {self.served_pair(model, backend): backend for backend in self.backends}
+        base_pair, by_pair, meta = self.time_pairs(list(served), also_score={"heldout": self.heldout.examples})
         for skipped in meta["skipped"]:
             self.say(f"{model['name']} with {served.get((Path(skipped['model']), skipped['backend']))}: "
                      f"not served ({skipped['why']})")
@@ -328,6 +320,21 @@ class Search:
                 self.candidates.append(self._candidate(model, backend, by_pair[pair], by_pair[base_pair]))
         fp32 = next((c for c in self.candidates if c["model"] == model["name"] and c["backend"] == "torch"), None)
         model["selection"] = fp32["selection"] if fp32 else None
+
+    def served_pair(self, model: dict, backend: str) -> tuple[Path, str]:
+        """The (checkpoint, bench backend) that serves `model` with `backend`: the SmoothQuant
+        int8 checkpoint with torch for SMOOTHQUANT, else the model's own with that backend."""
+        return (self.smoothquant(model), "torch") if backend == SMOOTHQUANT else (Path(model["path"]), backend)
+
+    def time_pairs(self, pairs: list[tuple[Path, str]], also_score: dict | None = None) -> tuple:
+        """`pairs` timed round-robin beside the given model's torch row: (that row's pair, the rows
+        by pair, bench's meta)."""
+        base_pair = (Path(self.base["path"]), "torch")
+        rows, meta = measure_pairs(list(dict.fromkeys([base_pair, *pairs])), self.data, (self.config.seq_len,),
+                                   self.config.batch_size, self.config.rounds, self.config.threads, memory=False,
+                                   progress=self.config.progress, max_length=self.config.max_length,
+                                   throughput_examples=self.config.throughput_examples, also_score=also_score)
+        return base_pair, {(Path(r.model), r.backend): r for r in rows}, meta
 
     def _candidate(self, model: dict, backend: str, row: BenchRow, base: BenchRow) -> dict:
         latency = row.latency_ms[self.config.seq_len]["p50"]
@@ -509,10 +516,9 @@ class Search:
     # -------------------------------------------------------------- the loop
 
     def step(self, kind: str, what: str, action, estimate: float | None = None, **extra) -> object:
-        self._step_start = time.perf_counter()
+        start = time.perf_counter()
         result = action()
-        seconds = time.perf_counter() - self._step_start
-        self.elapsed = self.spent()
+        seconds = time.perf_counter() - start
         self.steps.append({"kind": kind, "what": what, "seconds": seconds, "estimate": estimate, **extra})
         self.save()
         return result
@@ -572,21 +578,11 @@ class Search:
                 return chosen
             self.say(f"timing {len(unconfirmed)} candidate(s) of the frontier and the choice again in one run")
             self.step("confirm", f"time {len(unconfirmed)} candidate(s) again in one run",
-                      lambda: self.retime(unconfirmed))
+                      lambda todo=unconfirmed: self.retime(todo))
 
     def retime(self, candidates: list[dict]) -> None:
-        base_pair = (Path(self.base["path"]), "torch")
-        pairs = {}
-        for c in candidates:
-            model = self.model(c["model"])
-            pairs[id(c)] = ((self.smoothquant(model), "torch") if c["backend"] == SMOOTHQUANT
-                            else (Path(model["path"]), c["backend"]))
-        rows, _ = measure_pairs(list(dict.fromkeys([base_pair, *pairs.values()])), self.data,
-                                (self.config.seq_len,), self.config.batch_size, self.config.rounds,
-                                self.config.threads, memory=False, progress=self.config.progress,
-                                max_length=self.config.max_length,
-                                throughput_examples=self.config.throughput_examples)
-        by_pair = {(Path(r.model), r.backend): r for r in rows}
+        pairs = {id(c): self.served_pair(self.model(c["model"]), c["backend"]) for c in candidates}
+        base_pair, by_pair, _ = self.time_pairs(list(pairs.values()))
         for c in candidates:
             row = by_pair.get(pairs[id(c)])
             c["confirmed"] = True
@@ -626,10 +622,8 @@ def serve_chosen(search: Search, chosen: dict) -> Path:
     backend = chosen["backend"]
     source = search.smoothquant(model) if backend == SMOOTHQUANT else Path(model["path"])
     net, tokenizer = load_model(source), load_tokenizer(source)
-    if backend in ("torch-int8", "torch-int8-attention"):
-        net = quantize_int8(net, "attention")
-    elif backend.endswith("bf16"):
-        net = to_bf16(net)
+    if backend.startswith("torch") and backend != SMOOTHQUANT:  # the SmoothQuant checkpoint is served as it is
+        net = converted(net, backend)
     save_checkpoint(net, tokenizer, tmp)
     if backend.startswith("onnxruntime"):
         build(source, backend, tmp, net)
@@ -640,19 +634,18 @@ def serve_chosen(search: Search, chosen: dict) -> Path:
 
 def write_report(search: Search, chosen: dict | None) -> dict:
     """OUT/optimize.json (the state plus the frontier and the choice), optimize.md and optimize.png."""
-    state = json.loads((search.out / STATE).read_text(encoding="utf-8"))
+    state = search.state()
     front = pareto_frontier(search.candidates)
     base = search.base
-    base_heldout = next(c["heldout"] for c in search.candidates if c["model"] == base["name"]
-                        and c["backend"] == "torch")
-    state.update(elapsed_seconds=search.spent(), frontier=[(c["model"], c["backend"]) for c in front], chosen=chosen,
+    base_heldout = search.base_heldout()
+    state.update(frontier=[(c["model"], c["backend"]) for c in front], chosen=chosen,
                  threshold=search.threshold(), base_selection=base["selection"], base_heldout=base_heldout)
     if chosen is not None:
         state["chosen_heldout_drop"] = base_heldout - chosen["heldout"]
     # what picking on the selection split alone would have chosen: the held-out check's work
     alone = choose(search.candidates, search.threshold())
     state["selection_only"] = None if alone is None or alone is chosen else alone
-    atomic_write_text(search.out / STATE, json.dumps(state, indent=2) + "\n")
+    search.save(state)
     atomic_write_text(search.out / "optimize.md", markdown(state))
     plot(state, search.out / "optimize.png")
     return state
