@@ -116,16 +116,23 @@ def normalised(log_prob: float, length: int, alpha: float) -> float:
     return log_prob / length ** alpha
 
 
+def start(model: Seq2SeqDecoder, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+          config: SearchConfig):
+    """Each sentence's length limit (B,), on the CPU, and the decoding state of the encoded sources
+    (no mask: every token is real)."""
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    limits = length_limits(attention_mask, config, model.config.max_target_length).cpu()
+    return limits, model.start_decoding(input_ids, attention_mask, config.use_cache)
+
+
 @torch.inference_mode()
 def greedy_search(model: Seq2SeqDecoder, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                   config: SearchConfig) -> list[list[Hypothesis]]:
     """The most likely next token at every step. Returns one hypothesis per sentence."""
     cfg = model.config
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
     B = input_ids.shape[0]
-    limits = length_limits(attention_mask, config, cfg.max_target_length).cpu()  # (B,)
-    state = model.start_decoding(input_ids, attention_mask, config.use_cache)
+    limits, state = start(model, input_ids, attention_mask, config)
     tokens = input_ids.new_full((B, 1), cfg.bos_token_id)  # (N, t)
     scores = torch.zeros(B, device=input_ids.device)  # (N,) summed log-probs
     live = torch.arange(B)  # the sentence of each row
@@ -157,12 +164,9 @@ def beam_search(model: Seq2SeqDecoder, input_ids: torch.Tensor, attention_mask: 
                 config: SearchConfig) -> list[list[Hypothesis]]:
     """The `config.nbest` best hypotheses of each sentence, best first (see the module's notes)."""
     cfg = model.config
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
     B, K, eos = input_ids.shape[0], config.beam_size, cfg.eos_token_id
     device = input_ids.device
-    limits = length_limits(attention_mask, config, cfg.max_target_length).cpu()  # (B,)
-    state = model.start_decoding(input_ids, attention_mask, config.use_cache)
+    limits, state = start(model, input_ids, attention_mask, config)
 
     # Step 0 once per sentence, then K copies of each: rows b*K .. b*K+K-1 belong to sentence b.
     tokens = input_ids.new_full((B, 1), cfg.bos_token_id)
