@@ -28,11 +28,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from slimbert.config import BertConfig, ModelConfig, read_json_object
+from slimbert.config import BertConfig, ModelConfig, Seq2SeqConfig, read_json_object
 from slimbert.errors import CheckpointError
 from slimbert.io import atomic_write
 from slimbert.models import build_model
 from slimbert.models.int8 import dequantized_state_dict, int8_state_dict, restore_int8
+from slimbert.subword import SubwordTokenizer
 from slimbert.tokenizer import Tokenizer, read_vocab
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,10 @@ def to_hf_name(name: str) -> str:
 
 
 def _quantized_names(config: ModelConfig, rename) -> ModelConfig:
-    """The config with its int8 module list renamed (config.json holds Hugging Face names)."""
+    """The config with its int8 module list renamed (a BERT's config.json holds Hugging Face
+    names; other models keep their own)."""
     q = getattr(config, "quantization", None)
-    if not q:
+    if not q or not isinstance(config, BertConfig):
         return config
     return config.replace(quantization={**q, "modules": [rename(n) for n in q["modules"]]})
 
@@ -309,10 +311,12 @@ def load_config(spec: str | Path) -> ModelConfig:
     return ModelConfig.load(resolve(spec) / CONFIG_NAME)
 
 
-def load_tokenizer(spec: str | Path) -> Tokenizer:
+def load_tokenizer(spec: str | Path) -> Tokenizer | SubwordTokenizer:
     """The tokenizer of a checkpoint directory, HF BERT directory or `bundled:NAME`, fitted to
-    the model beside it (see `fit_tokenizer`)."""
+    the model beside it (see `fit_tokenizer`); a translation model's joint subword vocabulary."""
     directory = resolve(spec)
+    if (directory / CONFIG_NAME).exists() and isinstance(load_config(directory), Seq2SeqConfig):
+        return SubwordTokenizer.from_dir(directory)
     tokenizer = Tokenizer.from_dir(directory)
     if (directory / CONFIG_NAME).exists():
         fit_tokenizer(tokenizer, ModelConfig.load(directory / CONFIG_NAME), str(directory))
@@ -372,7 +376,8 @@ def load_model(spec: str | Path, head: str | None = None, num_labels: int | None
 def _load_int8(config: ModelConfig, sd: dict[str, torch.Tensor], source: str) -> nn.Module:
     """An int8 checkpoint: the fp32 model with the dequantized weights, then the exact int8 tensors."""
     names = config.quantization["modules"]
-    sd = {from_hf_name(k): v for k, v in sd.items()}
+    if isinstance(config, BertConfig):
+        sd = {from_hf_name(k): v for k, v in sd.items()}
     model = build_model(config)
     load_weights(model, dequantized_state_dict(sd, names), source=source)
     return restore_int8(model, sd).eval()
@@ -407,7 +412,8 @@ def save_checkpoint(model: nn.Module, tokenizer: Tokenizer | None, directory: st
         raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the model's "
                               f"vocab_size is {config.vocab_size}")
     if getattr(config, "quantization", None):
-        sd = {to_hf_name(k): v for k, v in int8_state_dict(model).items()}
+        rename = to_hf_name if hf_named(model) else str
+        sd = {rename(k): v for k, v in int8_state_dict(model).items()}
     else:
         sd = model_state_dict(model)
     atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt"}))

@@ -563,13 +563,17 @@ def run_vocab(args) -> int:
     return 0
 
 
+# The training defaults of translation models (recipes.train_seq2seq.TRAIN_DEFAULTS), by architecture.
+SEQ2SEQ_TRAIN_NOTES = {"epochs": "default: 10", "lr": "default: 7e-4 (transformer), 1e-3 (lstm)",
+                       "batch_size": "default: 64", "warmup_ratio": "default: 0.05 (transformer), 0.02 (lstm)",
+                       "weight_decay": "default: 1e-4 (transformer), 0 (lstm)"}
+
+
 def options_train_seq2seq(p: argparse.ArgumentParser) -> None:
     from slimbert.recipes.train_seq2seq import TrainSeq2SeqConfig
 
     add_options(p, TrainSeq2SeqConfig)
-    _train_options(p, {}, notes={"epochs": "default: 10", "lr": "default: 7e-4 (transformer), 1e-3 (lstm)",
-                                 "batch_size": "default: 64", "warmup_ratio": "default: 0.05 (transformer), "
-                                 "0.02 (lstm)", "weight_decay": "default: 1e-4 (transformer), 0 (lstm)"})
+    _train_options(p, {}, notes=SEQ2SEQ_TRAIN_NOTES)
 
 
 def run_train_seq2seq(args) -> int:
@@ -585,6 +589,29 @@ def run_train_seq2seq(args) -> int:
     print(f"{results['parameters'] / 1e6:.2f} M parameters, {results['vocab_size']}-token joint vocabulary; "
           f"trained on {results['train_pairs']} pairs at {results['train_seq_per_s']:.1f} pairs/s "
           f"({results['wall_seconds_this_run']:.0f} s)")
+    return 0
+
+
+def options_distill_seq2seq(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.distill_seq2seq import DistillSeq2SeqConfig
+
+    add_options(p, DistillSeq2SeqConfig)
+    _train_options(p, {}, notes=SEQ2SEQ_TRAIN_NOTES)
+
+
+def run_distill_seq2seq(args) -> int:
+    from slimbert.recipes.distill_seq2seq import DistillSeq2SeqConfig, distill_seq2seq, train_defaults
+
+    config = build(DistillSeq2SeqConfig, args)
+    results = distill_seq2seq(config, build_train(args, train_defaults(config)))
+    if results["best"] is not None:
+        print(f"student {config.student}: best validation BLEU {results['best']:.2f} "
+              f"(epoch {results['best_epoch']}); model saved to {config.out}")
+    reused = " (reused from the cache)" if results["teacher_translations_reused"] else ""
+    print(f"trained on {results['train_pairs']} pairs of {results['targets']}{reused}; "
+          f"{results['parameters'] / 1e6:.2f} M student parameters "
+          f"({results['teacher_parameters'] / results['parameters']:.1f}x fewer than the teacher), "
+          f"initialised: {results['student_init']}")
     return 0
 
 
@@ -610,7 +637,7 @@ def run_translate(args) -> int:
     from slimbert.recipes.translate import TranslateConfig, load_translator, translate_lines
 
     config = build(TranslateConfig, args)
-    model, tokenizer = load_translator(config.model, config.device)
+    model, tokenizer = load_translator(config.model, config.device, config.backend, config.compute_type)
     if args.file and args.file != "-":
         lines = read_text_lines(args.file)
         _print_translations(translate_lines(config, lines, model, tokenizer), config.nbest)
@@ -706,6 +733,12 @@ COMMANDS = {
                              "Learns a joint BPE vocabulary on the training sources and targets, trains with "
                              "label-smoothed cross-entropy under teacher forcing on length-bucketed batches, "
                              "and keeps the model with the best validation BLEU."),
+    "distill-seq2seq": Command("sequence-level knowledge distillation of a translation model into a "
+                               "smaller one", options_distill_seq2seq, run_distill_seq2seq,
+                               "The teacher beam-decodes the training sources once (cached), and the student "
+                               "learns its translations (Kim & Rush 2016), optionally with the references "
+                               "(--mix-references) and word-level KD (--word-kd-weight); the best student by "
+                               "validation BLEU is kept."),
     "translate": Command("translate each line of a file (or stdin) with a translation model",
                          options_translate, run_translate),
     "evaluate-seq2seq": Command("BLEU of a translation model: sacreBLEU and the legacy lowercased BLEU",

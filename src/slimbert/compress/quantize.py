@@ -45,6 +45,7 @@ from slimbert.data.batching import EncodedDataset
 from slimbert.errors import CheckpointError
 from slimbert.models import set_config
 from slimbert.models.int8 import INT8, dynamic_int8, set_input_scale
+from slimbert.modules.layer import TransformerLayer
 
 SCOPES = ("attention", "all")
 
@@ -56,9 +57,9 @@ def quantizable_linears(model: nn.Module, scope: str = "attention") -> list[str]
         raise CheckpointError(f"int8 scope must be one of {SCOPES}, got '{scope}'")
     decoder = model.cls.predictions.decoder if model.config.head == "mlm" else None
     feed_forward = set()
-    if scope == "attention" and hasattr(model, "layers"):
-        feed_forward = {id(m) for layer in model.layers if hasattr(layer, "ffn")
-                        for m in (layer.ffn.fc_in, layer.ffn.fc_out)}  # a GAU layer has no FFN
+    if scope == "attention":  # every TransformerLayer, of an encoder or of a seq2seq model's two stacks
+        feed_forward = {id(m) for layer in model.modules() if isinstance(layer, TransformerLayer)
+                        for m in (layer.ffn.fc_in, layer.ffn.fc_out)}
     return [name for name, module in model.named_modules()
             if isinstance(module, nn.Linear) and module is not decoder and id(module) not in feed_forward]
 

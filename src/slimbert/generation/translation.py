@@ -4,7 +4,7 @@ and give the results back in the input's order."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,28 +35,41 @@ class Translations:
         return sum(len(h[0].tokens) + 1 for h in self.hypotheses if h)
 
 
-def translate(model: nn.Module, tokenizer: SubwordTokenizer, lines: Sequence[str], search: SearchConfig,
-              batch_size: int = 32, progress: str | None = None) -> Translations:
-    """Translate every line with `model` (a slimbert translation model) on its own device.
+def translate_ids(decode: Callable[[list[list[int]]], list[list[Hypothesis]]], tokenizer: SubwordTokenizer,
+                  lines: Sequence[str], max_source_length: int, batch_size: int = 32,
+                  progress: str | None = None) -> Translations:
+    """Translate every line with `decode`, which turns a batch of sources (ids ending in </s>,
+    unpadded) into their n-best lists: the text-in, text-out loop of every backend.
 
     Empty lines give empty translations, so that output line i always answers input line i.
     `progress`: a description to show a progress bar under (None: no bar).
     """
     t0 = time.perf_counter()
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     wanted = [i for i, line in enumerate(lines) if line.strip()]
-    texts = [lines[i].strip() for i in wanted]
-    ids, truncated = encode_sources(tokenizer, texts, model.config.max_source_length)
+    ids, truncated = encode_sources(tokenizer, [lines[i].strip() for i in wanted], max_source_length)
     hypotheses: list[list[Hypothesis]] = [[] for _ in lines]
     batches = length_bucketed_batches([len(x) for x in ids], batch_size, seed=0, epoch=0, shuffle=False)
     for batch in tqdm(batches, desc=progress, disable=progress is None, unit="batch"):
-        input_ids, attention_mask = pad_ids([ids[i] for i in batch], tokenizer.pad_id)
-        with torch.inference_mode():
-            results = generate(model, input_ids.to(device), attention_mask.to(device), search)
-        for i, hyps in zip(batch, results):
+        for i, hyps in zip(batch, decode([ids[i] for i in batch])):
             hypotheses[wanted[i]] = hyps
-    model.train(was_training)
     texts = [tokenizer.decode_batch([h.tokens for h in hyps]) if hyps else [] for hyps in hypotheses]
     return Translations(hypotheses, texts, truncated, time.perf_counter() - t0)
+
+
+def translate(model: nn.Module, tokenizer: SubwordTokenizer, lines: Sequence[str], search: SearchConfig,
+              batch_size: int = 32, progress: str | None = None) -> Translations:
+    """Translate every line with `model` (a slimbert translation model) on its own device
+    (see `translate_ids`)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+
+    def decode(batch: list[list[int]]) -> list[list[Hypothesis]]:
+        input_ids, attention_mask = pad_ids(batch, tokenizer.pad_id)
+        with torch.inference_mode():
+            return generate(model, input_ids.to(device), attention_mask.to(device), search)
+
+    try:
+        return translate_ids(decode, tokenizer, lines, model.config.max_source_length, batch_size, progress)
+    finally:
+        model.train(was_training)

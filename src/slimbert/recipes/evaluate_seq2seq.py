@@ -34,7 +34,7 @@ def evaluate_seq2seq(config: EvaluateSeq2SeqConfig) -> dict:
         raise DataError(f"{config.src} / {config.ref}: no sentence pairs")
     if pairs.skipped_empty:
         log.warning("%s / %s: %s", config.src, config.ref, pairs.summary())
-    model, tokenizer = load_translator(config.model, config.device)
+    model, tokenizer = load_translator(config.model, config.device, config.backend, config.compute_type)
     result = translate_lines(config, pairs.sources, model, tokenizer,
                              progress="translate" if config.progress else None)
     hypotheses = result.best

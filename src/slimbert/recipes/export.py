@@ -1,5 +1,6 @@
-"""`slimbert export`: ONNX (optionally with an ONNX Runtime int8 graph), or a checkpoint that
-stock `transformers` loads (pruned models padded back with zero heads and neurons)."""
+"""`slimbert export`: ONNX (optionally with an ONNX Runtime int8 graph), a checkpoint that
+stock `transformers` loads (pruned models padded back with zero heads and neurons), or a
+translation model for CTranslate2 (optionally with int8 weights)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,17 @@ from typing import Literal
 
 from slimbert.checkpoint import load_model, load_tokenizer
 from slimbert.compress.export import ONNX_NAME, export_hf, export_onnx
-from slimbert.errors import ConfigError
+from slimbert.compress.export_ctranslate2 import export_ctranslate2
 
 
 @dataclass
 class ExportConfig:
     model: str  # checkpoint directory
-    format: Literal["onnx", "hf"]  # onnx: model.onnx beside config.json and vocab.txt; hf: for transformers
+    # onnx: model.onnx beside config.json and vocab.txt; hf: for transformers;
+    # ctranslate2: a translation model (slimbert train-seq2seq) for CTranslate2
+    format: Literal["onnx", "hf", "ctranslate2"]
     out: str  # output directory
-    int8: bool = False  # onnx: also write model_int8.onnx (ONNX Runtime int8)
-
-    def __post_init__(self) -> None:
-        if self.int8 and self.format != "onnx":
-            raise ConfigError("--int8 applies to --format onnx")
+    int8: bool = False  # onnx: also write model_int8.onnx (ONNX Runtime int8); ctranslate2: int8 weights
 
 
 def export(config: ExportConfig) -> list[Path]:
@@ -31,6 +30,8 @@ def export(config: ExportConfig) -> list[Path]:
     out = Path(config.out)
     if config.format == "hf":
         return [export_hf(net.float(), tokenizer, out)]
+    if config.format == "ctranslate2":
+        return [export_ctranslate2(net, tokenizer, out, int8=config.int8)]
     files = export_onnx(net, out / ONNX_NAME, int8=config.int8)
     net.config.save(out / "config.json")
     tokenizer.save(out)

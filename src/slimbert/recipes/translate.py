@@ -6,10 +6,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from torch import nn
 
 from slimbert.checkpoint import load_model, resolve
+from slimbert.compress.export_ctranslate2 import CTranslate2Translator, is_ctranslate2_dir
 from slimbert.config import Seq2SeqConfig
 from slimbert.errors import CheckpointError, ConfigError
 from slimbert.generation import SearchConfig, Translations, translate
@@ -32,9 +34,18 @@ class TranslateConfig:
     batch_size: int = 32  # sentences decoded together (sorted by length)
     kv_cache: bool = True  # reuse keys/values across steps (off: recompute the prefix every step, slow)
     device: str = "auto"  # cpu, cuda, cuda:N or auto
+    # torch: a slimbert checkpoint; ctranslate2: a directory from slimbert export --format ctranslate2
+    backend: Literal["torch", "ctranslate2"] = "torch"
+    # ctranslate2: "default" (the weights as exported), "float32", "int8" (quantized on load), "bfloat16"...
+    compute_type: str = "default"
 
     def __post_init__(self) -> None:
         positive(self, "beam", "nbest", "batch_size")
+        if self.compute_type != "default" and self.backend != "ctranslate2":
+            raise ConfigError("--compute-type applies to --backend ctranslate2 (for torch int8, "
+                              "write the model with slimbert quantize)")
+        if self.backend == "ctranslate2" and not self.kv_cache:
+            raise ConfigError("--no-kv-cache applies to --backend torch")
         self.search()
 
     def search(self) -> SearchConfig:
@@ -46,9 +57,17 @@ class TranslateConfig:
             raise ConfigError(str(e)) from None
 
 
-def load_translator(spec: str | Path, device: str = "auto") -> tuple[nn.Module, SubwordTokenizer]:
-    """A translation model and its joint vocabulary, from a checkpoint directory."""
+def load_translator(spec: str | Path, device: str = "auto", backend: str = "torch",
+                    compute_type: str = "default") -> tuple[nn.Module | CTranslate2Translator, SubwordTokenizer]:
+    """A translation model and its joint vocabulary: a slimbert checkpoint directory (`torch`),
+    or an exported CTranslate2 directory (`ctranslate2`)."""
     directory = resolve(spec)
+    if backend == "ctranslate2":
+        engine = CTranslate2Translator(directory, "cuda" if resolve_device(device).type == "cuda" else "cpu",
+                                       compute_type)
+        return engine, engine.tokenizer
+    if is_ctranslate2_dir(directory):
+        raise CheckpointError(f"{directory}: a CTranslate2 model; translate it with --backend ctranslate2")
     model = load_model(directory)
     if not isinstance(model.config, Seq2SeqConfig):
         raise CheckpointError(f"{directory}: a {model.config.MODEL_TYPE} model does not translate; "
@@ -61,12 +80,16 @@ def load_translator(spec: str | Path, device: str = "auto") -> tuple[nn.Module, 
     return model.to(resolve_device(device)), tokenizer
 
 
-def translate_lines(config: TranslateConfig, lines: Sequence[str], model: nn.Module | None = None,
+def translate_lines(config: TranslateConfig, lines: Sequence[str],
+                    model: nn.Module | CTranslate2Translator | None = None,
                     tokenizer: SubwordTokenizer | None = None, progress: str | None = None) -> Translations:
     """Translate `lines` (an empty line gives an empty translation)."""
     if model is None or tokenizer is None:
-        model, tokenizer = load_translator(config.model, config.device)
-    result = translate(model, tokenizer, lines, config.search(), config.batch_size, progress)
+        model, tokenizer = load_translator(config.model, config.device, config.backend, config.compute_type)
+    if isinstance(model, CTranslate2Translator):
+        result = model.translate(lines, config.search(), config.batch_size, progress)
+    else:
+        result = translate(model, tokenizer, lines, config.search(), config.batch_size, progress)
     if result.truncated:
         log.warning("%d input lines were longer than the model's %d tokens and were cut",
                     result.truncated, model.config.max_source_length)

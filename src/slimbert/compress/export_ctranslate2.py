@@ -1,0 +1,238 @@
+"""Export a slimbert `Seq2SeqTransformer` to CTranslate2, and translate with the exported model.
+
+CTranslate2 (OpenNMT, https://github.com/OpenNMT/CTranslate2) is a C++ inference engine for
+Transformers: int8 GEMMs with one scale per weight row, the cross-attention K/V projected once
+per source, beam search in C++. The export fills its `TransformerSpec` (the model description
+of its Python converter API) with slimbert's weights, one to one:
+
+    slimbert                                CTranslate2 spec
+    embeddings.tokens (tied)                encoder.embeddings[0], decoder.embeddings, decoder.projection
+    source/target_positions(0..P-1)         {encoder,decoder}.position_encodings.encodings (P, H)
+    layer.attn q/k/v_proj, out_proj         layer.self_attention.linear[0] (q|k|v fused), linear[1]
+    layer.cross_attn q_proj | k/v_proj      layer.attention.linear[0] | linear[1] (k|v fused), linear[2]
+    layer.attn_norm, cross_norm, ffn_norm   layer.self_attention.layer_norm, attention.layer_norm, ffn.layer_norm
+    layer.ffn.fc_in, fc_out                 layer.ffn.linear_0, linear_1
+    {encoder,decoder}.final_norm (pre-norm) {encoder,decoder}.layer_norm
+
+The position table is written out whole, so slimbert's interleaved sinusoid (and a learned
+table) needs no permutation, unlike the MarianMT export. Both post-norm and pre-norm blocks
+export. Refused, with the field named: rotary positions (CTranslate2's encoder-decoder has
+none), an int8 model (export the fp32 model; CTranslate2 quantizes it itself with
+`quantization="int8"`) and an activation CTranslate2 lacks.
+
+The exported directory holds CTranslate2's `model.bin`, `config.json` and
+`shared_vocabulary.json`, plus slimbert's `tokenizer.json` and the source model's config as
+`slimbert_config.json` (for the length limits), so `slimbert translate --backend ctranslate2`
+needs nothing else.
+
+Search rules, as slimbert's (`slimbert.generation.search`): decoding starts from <s>, <pad> and
+<s> are never generated, </s> is not allowed before `min_length` tokens. One difference: a batch
+shares one length limit in CTranslate2 (`max_decoding_length`, the largest of its sentences'),
+where slimbert forces </s> at each sentence's own limit; only a sentence that reaches its limit
+can decode differently.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from slimbert.config import ModelConfig, Seq2SeqTransformerConfig
+from slimbert.errors import CheckpointError
+from slimbert.generation.search import Hypothesis, SearchConfig
+from slimbert.generation.translation import Translations, translate_ids
+from slimbert.models.seq2seq import Seq2SeqTransformer
+from slimbert.modules import TransformerLayer
+from slimbert.subword import SubwordTokenizer
+
+SLIMBERT_CONFIG = "slimbert_config.json"  # the source model's config (CTranslate2 owns config.json)
+CT2_MODEL_FILE = "model.bin"
+# slimbert's hidden_act -> the name of CTranslate2's common_spec.Activation member
+CT2_ACTIVATIONS = {"relu": "RELU", "gelu": "GELU", "gelu_new": "GELUTanh",
+                   "gelu_pytorch_tanh": "GELUTanh", "silu": "SWISH"}
+
+
+def ctranslate2_module():
+    try:
+        import ctranslate2
+    except ImportError:
+        raise CheckpointError("CTranslate2 export and decoding need the ctranslate2 package: "
+                              "pip install 'slimbert[seq2seq]' (or ctranslate2)") from None
+    return ctranslate2
+
+
+def check_ctranslate2_compatible(config: ModelConfig) -> None:
+    """Raise a one-line CheckpointError naming what CTranslate2 cannot express."""
+    if not isinstance(config, Seq2SeqTransformerConfig):
+        raise CheckpointError(f"only a Seq2SeqTransformer exports to CTranslate2, not a {config.MODEL_TYPE}")
+    why = None
+    if config.quantization:
+        why = "it is int8; export the fp32 model (CTranslate2 quantizes it with --int8)"
+    elif config.position_embedding_type == "rope":
+        why = "position_embedding_type='rope': CTranslate2's encoder-decoder has no rotary positions"
+    elif config.hidden_act not in CT2_ACTIVATIONS:
+        why = f"hidden_act='{config.hidden_act}' has no CTranslate2 activation"
+    elif config.dtype != "float32":
+        why = f"dtype={config.dtype}: export the fp32 model"
+    if why:
+        raise CheckpointError(f"this model has no CTranslate2 form: {why}")
+
+
+def _linear(spec, *layers: nn.Linear) -> None:
+    """Fill a LinearSpec with `layers` stacked along their outputs (a fused projection)."""
+    spec.weight = torch.cat([layer.weight.detach() for layer in layers]).float().contiguous()
+    spec.bias = torch.cat([layer.bias.detach() for layer in layers]).float().contiguous()
+
+
+def _norm(spec, norm: nn.LayerNorm) -> None:
+    spec.gamma = norm.weight.detach().float().contiguous()
+    spec.beta = norm.bias.detach().float().contiguous()
+
+
+def _layer(spec, layer: TransformerLayer) -> None:
+    attn = layer.attn
+    _linear(spec.self_attention.linear[0], attn.q_proj, attn.k_proj, attn.v_proj)
+    _linear(spec.self_attention.linear[1], attn.out_proj)
+    _norm(spec.self_attention.layer_norm, layer.attn_norm)
+    if layer.cross_attn is not None:
+        cross = layer.cross_attn
+        _linear(spec.attention.linear[0], cross.q_proj)
+        _linear(spec.attention.linear[1], cross.k_proj, cross.v_proj)
+        _linear(spec.attention.linear[2], cross.out_proj)
+        _norm(spec.attention.layer_norm, layer.cross_norm)
+    _linear(spec.ffn.linear_0, layer.ffn.fc_in)
+    _linear(spec.ffn.linear_1, layer.ffn.fc_out)
+    _norm(spec.ffn.layer_norm, layer.ffn_norm)
+
+
+def _stack(spec, model: Seq2SeqTransformer, decoder: bool) -> None:
+    config = model.config
+    stack = model.decoder if decoder else model.encoder
+    positions = model.target_positions if decoder else model.source_positions
+    rows = (config.max_position_embeddings if config.position_embedding_type == "absolute"
+            else max(config.max_source_length, config.max_target_length) + 1)
+    with torch.no_grad():
+        spec.position_encodings.encodings = positions(torch.arange(rows)[None])[0].float().contiguous()
+    spec.scale_embeddings = config.scale_embeddings
+    for layer_spec, layer in zip(spec.layer, stack.layers):
+        _layer(layer_spec, layer)
+    if stack.final_norm is not None:
+        _norm(spec.layer_norm, stack.final_norm)
+
+
+def ctranslate2_spec(model: Seq2SeqTransformer, tokenizer: SubwordTokenizer):
+    """The CTranslate2 `TransformerSpec` of `model`, with its vocabulary and special tokens."""
+    ctranslate2_module()  # a clear error when it is missing
+    from ctranslate2.specs import common_spec, transformer_spec
+
+    config = model.config
+    check_ctranslate2_compatible(config)
+    spec = transformer_spec.TransformerSpec.from_config(
+        (config.encoder_layers, config.decoder_layers), config.num_attention_heads,
+        pre_norm=config.norm_style == "pre",
+        activation=getattr(common_spec.Activation, CT2_ACTIVATIONS[config.hidden_act]))
+    embeddings = model.embeddings
+    source = embeddings.tokens.weight.detach().float()
+    target = (embeddings.target_tokens or embeddings.tokens).weight.detach().float()
+    output = (embeddings.output or embeddings.tokens).weight.detach().float()
+    spec.encoder.embeddings[0].weight = source
+    spec.decoder.embeddings.weight = target
+    spec.decoder.projection.weight = output
+    _stack(spec.encoder, model, decoder=False)
+    _stack(spec.decoder, model, decoder=True)
+    tokens = sorted(tokenizer.vocab, key=tokenizer.vocab.get)
+    if [tokenizer.vocab[t] for t in tokens] != list(range(len(tokens))):
+        raise CheckpointError("the vocabulary's ids are not 0..V-1; CTranslate2 needs a dense vocabulary")
+    spec.register_source_vocabulary(tokens)
+    spec.register_target_vocabulary(tokens)
+    spec.config.layer_norm_epsilon = config.layer_norm_eps
+    id2tok = dict(enumerate(tokens))
+    spec.config.bos_token, spec.config.eos_token = id2tok[config.bos_token_id], id2tok[config.eos_token_id]
+    spec.config.decoder_start_token = id2tok[config.bos_token_id]
+    spec.config.unk_token = id2tok[tokenizer.unk_id]
+    return spec
+
+
+def export_ctranslate2(model: Seq2SeqTransformer, tokenizer: SubwordTokenizer, directory: str | Path,
+                       int8: bool = False) -> Path:
+    """Write the CTranslate2 model of `model` (int8 weights with `int8`) to `directory`, with
+    slimbert's tokenizer and config beside it. The directory appears whole or not at all."""
+    ctranslate2 = ctranslate2_module()
+    spec = ctranslate2_spec(model.float().cpu().eval(), tokenizer)
+
+    class _SpecConverter(ctranslate2.converters.Converter):
+        def _load(self):
+            return spec
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".{directory.name}.") as tmp:
+        staged = Path(tmp) / "model"
+        _SpecConverter().convert(str(staged), quantization="int8" if int8 else None)
+        tokenizer.save(staged)
+        model.config.save(staged / SLIMBERT_CONFIG)
+        if directory.exists():
+            shutil.rmtree(directory)
+        staged.rename(directory)
+    return directory
+
+
+def is_ctranslate2_dir(directory: str | Path) -> bool:
+    return (Path(directory) / CT2_MODEL_FILE).exists() and (Path(directory) / SLIMBERT_CONFIG).exists()
+
+
+class CTranslate2Translator:
+    """An exported model loaded in CTranslate2, translating text like `slimbert.generation.translate`.
+
+    `compute_type`: "default" (the weights as saved), "float32", "int8" (quantized on load),
+    "bfloat16"...; `threads`: CTranslate2's intra-op threads (0: its default)."""
+
+    def __init__(self, directory: str | Path, device: str = "cpu", compute_type: str = "default",
+                 threads: int = 0):
+        ctranslate2 = ctranslate2_module()
+        directory = Path(directory)
+        if not is_ctranslate2_dir(directory):
+            raise CheckpointError(f"{directory}: not a CTranslate2 model exported by slimbert (needs "
+                                  f"{CT2_MODEL_FILE} and {SLIMBERT_CONFIG}); write one with "
+                                  "slimbert export --format ctranslate2")
+        self.config = ModelConfig.load(directory / SLIMBERT_CONFIG)
+        self.tokenizer = SubwordTokenizer.from_dir(directory)
+        try:
+            self.translator = ctranslate2.Translator(str(directory), device=device, compute_type=compute_type,
+                                                     inter_threads=1, intra_threads=threads)
+        except (RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{directory}: CTranslate2 cannot load it ({e})") from None
+        self.id_to_token = sorted(self.tokenizer.vocab, key=self.tokenizer.vocab.get)
+        self.suppressed = [[self.id_to_token[self.config.pad_token_id]],
+                           [self.id_to_token[self.config.bos_token_id]]]
+
+    def generate(self, ids: Sequence[Sequence[int]], search: SearchConfig) -> list[list[Hypothesis]]:
+        """Decode a batch of sources (ids ending in </s>, unpadded) -> the n-best of each.
+
+        CTranslate2 has one length limit per call, so the batch is decoded in groups of equal
+        limit (in a length-sorted batch, a few)."""
+        cap = min(search.max_length, self.config.max_target_length)
+        limits = [max(1, min(cap, int(search.max_len_a * len(row)) + search.max_len_b)) for row in ids]
+        out: list[list[Hypothesis]] = [[] for _ in ids]
+        for limit in sorted(set(limits)):
+            group = [i for i, n in enumerate(limits) if n == limit]
+            results = self.translator.translate_batch(
+                [[self.id_to_token[t] for t in ids[i]] for i in group], beam_size=search.beam_size,
+                num_hypotheses=search.nbest, length_penalty=search.length_penalty,
+                max_decoding_length=max(limit - 1, 1), min_decoding_length=search.min_length,
+                suppress_sequences=self.suppressed, return_scores=True, return_end_token=False)
+            for i, r in zip(group, results):
+                out[i] = [Hypothesis([self.tokenizer.vocab[t] for t in tokens], score, float("nan"))
+                          for tokens, score in zip(r.hypotheses, r.scores)]
+        return out
+
+    def translate(self, lines: Sequence[str], search: SearchConfig, batch_size: int = 32,
+                  progress: str | None = None) -> Translations:
+        """Translate every line (an empty line gives an empty translation), as `generation.translate`."""
+        return translate_ids(lambda batch: self.generate(batch, search), self.tokenizer, lines,
+                             self.config.max_source_length, batch_size, progress)
