@@ -447,10 +447,13 @@ OUT_COMMANDS = {
     "quantize": ["--model", "m"],
     "export": ["--model", "m", "--format", "hf"],
     "bench": ["--model", "m"],
+    "bench-seq2seq": ["--model", "m", "--src", "s", "--ref", "r"],
     "optimize": ["--model", "m"],
     "report": ["r"],
     "vocab": ["--corpus", "c.txt", "--size", "100"],
     "train-seq2seq": ["--train-src", "s", "--train-tgt", "t", "--valid-src", "vs", "--valid-tgt", "vt"],
+    "distill-seq2seq": ["--teacher", "t", "--student", "transformer:dec_layers=1", "--train-src", "s",
+                        "--train-tgt", "t", "--valid-src", "vs", "--valid-tgt", "vt"],
 }
 
 

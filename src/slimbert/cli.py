@@ -441,6 +441,21 @@ def run_bench(args) -> int:
     return 0
 
 
+def options_bench_seq2seq(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.bench_seq2seq import BenchSeq2SeqConfig
+
+    add_options(p, BenchSeq2SeqConfig)
+
+
+def run_bench_seq2seq(args) -> int:
+    from slimbert.recipes.bench_seq2seq import BenchSeq2SeqConfig, bench_seq2seq
+
+    out = bench_seq2seq(build(BenchSeq2SeqConfig, args))
+    print((out / "bench.md").read_text(), end="")
+    print(f"wrote {out / 'bench.json'}, bench.md and bench.png")
+    return 0
+
+
 def options_optimize(p: argparse.ArgumentParser) -> None:
     from slimbert.recipes.optimize import OptimizeConfig
 
@@ -565,7 +580,8 @@ def run_vocab(args) -> int:
 
 # The training defaults of translation models (recipes.train_seq2seq.TRAIN_DEFAULTS), by architecture.
 SEQ2SEQ_TRAIN_NOTES = {"epochs": "default: 10", "lr": "default: 7e-4 (transformer), 1e-3 (lstm)",
-                       "batch_size": "default: 64", "warmup_ratio": "default: 0.05 (transformer), 0.02 (lstm)",
+                       "batch_size": "default: 64",
+                       "warmup_ratio": "default: 0.05 (transformer), 0.02 (lstm)",
                        "weight_decay": "default: 1e-4 (transformer), 0 (lstm)"}
 
 
@@ -717,6 +733,11 @@ COMMANDS = {
                      "Every model and backend is timed round-robin on the same real dev sentences; Hugging "
                      "Face transformers and ONNX Runtime on the same weights are measured in every run as "
                      "references."),
+    "bench-seq2seq": Command("BLEU against speed of translation models: slimbert, int8, CTranslate2, HF generate",
+                             options_bench_seq2seq, run_bench_seq2seq,
+                             "Every model and backend decodes the same test sentences, greedy and with a beam, "
+                             "timed round-robin on fixed threads: BLEU, tokens per second, latency per sentence "
+                             "and agreement with fp32, with ratios measured in the same run."),
     "optimize": Command("find the fastest model this machine can serve within an accuracy budget",
                         options_optimize, run_optimize,
                         "Searches serving backends (torch fp32 / int8, ONNX Runtime fp32 / int8, bf16 where "

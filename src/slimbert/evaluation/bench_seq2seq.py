@@ -1,0 +1,295 @@
+"""`slimbert bench-seq2seq`: translation models x serving backends, BLEU against speed.
+
+Backends (each serves the same weights as the checkpoint):
+
+    torch              the checkpoint in slimbert's model, KV-cached search (`slimbert.generation`)
+    torch-int8         dynamic int8 of the attention projections (encoder and decoder)
+    torch-int8-all     dynamic int8 of every Linear, the feed-forward layers too
+    torch-bf16         bfloat16 weights; only where the CPU has AVX512-BF16/AMX (or on CUDA)
+    ctranslate2        exported to CTranslate2 (`slimbert export --format ctranslate2`), fp32
+    ctranslate2-int8   the same model with int8 weights (CTranslate2's per-row scales)
+    hf                 Hugging Face `MarianMTModel.generate` on the weights exported to MarianMT
+                       (`slimbert.compress.export_marian`; post-norm sinusoidal models only)
+
+What is measured, per model, backend and search (greedy, beam K):
+- BLEU (sacreBLEU cased, and the legacy lowercased score) of the whole test set, decoded in
+  length-sorted batches of `batch_size`;
+- throughput: tokens of the best hypotheses (</s> included) per second over that same pass;
+- latency: milliseconds per sentence decoded alone (batch 1), over the first `latency_sentences`
+  sentences, mean and 90th percentile;
+- agreement: the share of sentences whose output equals torch fp32's, same model and search.
+Every system runs once per round, in turn (round-robin, after one warm-up run each), on the
+same sentences and threads; speeds are medians over the rounds. Each speed is also given as a
+ratio: to torch fp32 of the same model and search, and to the first model's torch beam search
+(the teacher's beam throughput, the usual baseline of a distilled student).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from slimbert.checkpoint import save_checkpoint
+from slimbert.compress.export_ctranslate2 import CTranslate2Translator, export_ctranslate2
+from slimbert.compress.export_marian import to_marian
+from slimbert.compress.quantize import quantize_int8, to_bf16
+from slimbert.data.parallel import pad_ids
+from slimbert.errors import CheckpointError, SlimbertError
+from slimbert.evaluation.bleu import bleu_scores
+from slimbert.generation import Hypothesis, SearchConfig, translate
+from slimbert.generation.search import length_limits
+from slimbert.generation.translation import Translations, translate_ids
+from slimbert.hardware import detect_machine
+from slimbert.io import atomic_write_text
+
+SEQ2SEQ_BACKENDS = ("torch", "torch-int8", "torch-int8-all", "torch-bf16", "ctranslate2", "ctranslate2-int8", "hf")
+
+
+class BackendUnavailable(SlimbertError):
+    """This backend cannot serve this model on this machine (the row is skipped, with the reason)."""
+
+
+@dataclass
+class Engine:
+    """One model served one way: `translate(lines, search, batch_size) -> Translations`."""
+
+    label: str  # the model's name in tables and plots
+    backend: str
+    translate: Callable[[Sequence[str], SearchConfig, int], Translations]
+    file_bytes: int
+
+
+def _bytes(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.iterdir() if f.suffix in (".safetensors", ".bin"))
+
+
+def _hf_engine(model, tokenizer) -> Callable[[Sequence[str], SearchConfig, int], Translations]:
+    """HF `generate` on the MarianMT export, with slimbert's search rules where HF has them."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # not a warning per batch about max_length
+    hf = to_marian(model).eval()
+    config = model.config
+
+    def decode_batch(ids: list[list[int]], search: SearchConfig) -> list[list[Hypothesis]]:
+        input_ids, mask = pad_ids(ids, config.pad_token_id)
+        limit = int(length_limits(mask, search, config.max_target_length).max())
+        options = {"num_beams": search.beam_size, "do_sample": False, "max_new_tokens": limit,
+                   "min_new_tokens": search.min_length, "num_return_sequences": 1}
+        if search.beam_size > 1:  # slimbert's rule: a sentence is done with K finished hypotheses
+            options.update(early_stopping=True, length_penalty=search.length_penalty)
+        with torch.inference_mode():
+            out = hf.generate(input_ids=input_ids, attention_mask=mask, **options)
+        hyps = []
+        for row in out[:, 1:].tolist():  # after <s>
+            tokens = row[:row.index(config.eos_token_id)] if config.eos_token_id in row else row
+            hyps.append([Hypothesis([t for t in tokens if t != config.pad_token_id], float("nan"), float("nan"))])
+        return hyps
+
+    return lambda lines, search, batch_size: translate_ids(
+        lambda batch: decode_batch(batch, search), tokenizer, lines, config.max_source_length, batch_size)
+
+
+def engines_for(checkpoint: Path, backends: Sequence[str], workdir: Path, threads: int, label: str,
+                model, tokenizer) -> tuple[list[Engine], dict[str, str]]:
+    """Every backend of one loaded translation model; and why each unavailable one was skipped."""
+    engines, skipped = [], {}
+    machine = detect_machine()
+    for backend in backends:
+        try:
+            if backend not in SEQ2SEQ_BACKENDS:
+                raise SlimbertError(f"unknown backend '{backend}'; choose from {', '.join(SEQ2SEQ_BACKENDS)}")
+            if backend == "torch":
+                net = model
+            elif backend.startswith("torch-int8"):
+                if model.config.quantization:
+                    raise BackendUnavailable("the checkpoint is already int8")
+                net = quantize_int8(model, "all" if backend.endswith("-all") else "attention")
+            elif backend == "torch-bf16":
+                if not machine.bf16_native:
+                    raise BackendUnavailable(f"this CPU ({machine.isa}) only emulates bf16, about 50x slower")
+                net = to_bf16(model)
+            else:
+                net = None
+            if net is not None:
+                files = checkpoint if net is model else save_checkpoint(net, tokenizer, workdir / backend)
+                engines.append(Engine(label, backend, _torch_translate(net, tokenizer), _bytes(files)))
+                continue
+            if backend.startswith("ctranslate2"):
+                target = workdir / "ctranslate2"
+                if not target.exists():
+                    export_ctranslate2(model, tokenizer, target)
+                engine = CTranslate2Translator(target, compute_type="int8" if backend.endswith("int8") else "float32",
+                                               threads=threads)
+                size = _bytes(target) // (4 if backend.endswith("int8") else 1)
+                engines.append(Engine(label, backend, lambda lines, search, bs, e=engine: e.translate(lines, search, bs),
+                                      size))
+                continue
+            try:
+                engines.append(Engine(label, backend, _hf_engine(model, tokenizer), _bytes(checkpoint)))
+            except CheckpointError as e:
+                raise BackendUnavailable(str(e)) from None
+        except BackendUnavailable as e:
+            skipped[backend] = str(e)
+    return engines, skipped
+
+
+def _torch_translate(model, tokenizer):
+    return lambda lines, search, batch_size: translate(model, tokenizer, lines, search, batch_size)
+
+
+@dataclass
+class Row:
+    model: str
+    backend: str
+    search: str  # "greedy" or "beam K"
+    bleu: float
+    legacy_bleu: float
+    tokens_per_s: float
+    latency_ms: float  # mean, batch 1
+    latency_p90_ms: float
+    same_as_torch: float | None  # share of outputs equal to torch fp32's (same model and search)
+    file_bytes: int
+    rounds: int
+    vs_torch: float | None = None  # tokens/s over torch fp32's, same model and search
+    vs_first_beam: float | None = None  # tokens/s over the first model's torch beam search
+    seconds: list[float] = field(default_factory=list)
+
+
+def run_bench_seq2seq(models: Sequence[tuple[str, object, object, Path]], backends: Sequence[str],
+                      sources: Sequence[str], references: Sequence[str], workdir: Path, beam: int = 5,
+                      batch_size: int = 32, latency_sentences: int = 100, rounds: int = 3, threads: int = 2,
+                      max_len_a: float = 1.5, max_len_b: int = 10, progress: bool = True
+                      ) -> tuple[list[Row], dict]:
+    """Measure every (label, model, tokenizer, checkpoint dir) with every backend; rows and metadata."""
+    torch.set_num_threads(threads)
+    engines, skipped = [], {}
+    for i, (label, model, tokenizer, checkpoint) in enumerate(models):
+        got, why = engines_for(checkpoint, backends, workdir / f"m{i}", threads, label, model, tokenizer)
+        engines += got
+        skipped.update({f"{label} {b}": w for b, w in why.items()})
+    if not engines:
+        raise SlimbertError("no backend can serve these models here: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    searches = [1] + ([beam] if beam > 1 else [])
+    latency_lines = list(sources[:latency_sentences])
+    rows: list[Row] = []
+    bar = tqdm(total=len(searches) * (rounds + 1) * len(engines), desc="bench-seq2seq", unit="run",
+               disable=not progress)
+    for k in searches:
+        search = SearchConfig(beam_size=k, max_len_a=max_len_a, max_len_b=max_len_b)
+        times: dict[int, list[float]] = {i: [] for i in range(len(engines))}
+        latencies: dict[int, list[float]] = {i: [] for i in range(len(engines))}
+        outputs: dict[int, Translations] = {}
+        for r in range(rounds + 1):  # round 0 warms up (and gives the outputs BLEU is taken on)
+            for i, engine in enumerate(engines):
+                bar.set_postfix_str(f"{engine.label} {engine.backend} {'greedy' if k == 1 else f'beam {k}'}")
+                result = engine.translate(list(sources), search, batch_size)
+                per_sentence = []
+                for line in latency_lines:
+                    t0 = time.perf_counter()
+                    engine.translate([line], search, 1)
+                    per_sentence.append(time.perf_counter() - t0)
+                if r == 0:
+                    outputs[i] = result
+                else:
+                    times[i].append(result.seconds)
+                    latencies[i].extend(per_sentence)
+                bar.update()
+        for i, engine in enumerate(engines):
+            result = outputs[i]
+            scores = bleu_scores(result.best, references)
+            seconds = statistics.median(times[i]) if times[i] else result.seconds
+            lat = sorted(latencies[i]) or [float("nan")]
+            torch_i = next((j for j, e in enumerate(engines) if e.label == engine.label and e.backend == "torch"),
+                           None)
+            same = (None if torch_i is None else
+                    statistics.mean(a == b for a, b in zip(result.best, outputs[torch_i].best)))
+            rows.append(Row(engine.label, engine.backend, "greedy" if k == 1 else f"beam {k}", scores.sacrebleu,
+                            scores.legacy, result.generated_tokens / seconds, 1000 * statistics.mean(lat),
+                            1000 * lat[int(0.9 * (len(lat) - 1))], same, engine.file_bytes, len(times[i]),
+                            seconds=times[i]))
+    bar.close()
+    _ratios(rows, models[0][0], beam)
+    machine = detect_machine()
+    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine.line(),
+            "torch": torch.__version__, "threads": threads, "sentences": len(sources),
+            "latency_sentences": len(latency_lines), "batch_size": batch_size, "beam": beam, "rounds": rounds,
+            "max_len_a": max_len_a, "max_len_b": max_len_b, "skipped": skipped,
+            "load_average": os.getloadavg()}
+    return rows, meta
+
+
+def _ratios(rows: list[Row], first: str, beam: int) -> None:
+    by_key = {(r.model, r.backend, r.search): r for r in rows}
+    base = by_key.get((first, "torch", f"beam {beam}")) or by_key.get((first, "torch", "greedy"))
+    for r in rows:
+        ref = by_key.get((r.model, "torch", r.search))
+        r.vs_torch = r.tokens_per_s / ref.tokens_per_s if ref else None
+        r.vs_first_beam = r.tokens_per_s / base.tokens_per_s if base else None
+
+
+def markdown(rows: list[Row], meta: dict, command: str = "") -> str:
+    lines = [f"# Translation models x backends ({meta['date']})", "",
+             (f"Machine: {meta['machine']}; torch {meta['torch']}, {meta['threads']} threads. "
+              f"{meta['sentences']} test sentences in batches of {meta['batch_size']} (BLEU and tokens/s); "
+              f"latency: {meta['latency_sentences']} sentences one at a time. Median of {meta['rounds']} "
+              "round-robin rounds after a warm-up."), ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += [("| model | backend | search | BLEU | legacy BLEU | tokens/s | x torch | x first model's beam | "
+               "ms/sentence (p90) | same as torch | MB |"),
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    for r in rows:
+        lines.append(f"| {r.model} | {r.backend} | {r.search} | {r.bleu:.2f} | {r.legacy_bleu:.2f} | "
+                     f"{r.tokens_per_s:.0f} | {fmt(r.vs_torch, '.2f')}x | {fmt(r.vs_first_beam, '.2f')}x | "
+                     f"{r.latency_ms:.1f} ({r.latency_p90_ms:.1f}) | {fmt(r.same_as_torch, '.0%')} | "
+                     f"{r.file_bytes / 1e6:.1f} |")
+    for name, why in meta.get("skipped", {}).items():
+        lines.append(f"\nSkipped {name}: {why}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    """BLEU against tokens/s (log scale), one point per model, backend and search."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    markers = {"greedy": "o"}
+    for r in rows:
+        ax.scatter(r.tokens_per_s, r.bleu, marker=markers.get(r.search, "s"))
+        ax.annotate(f"{r.model} {r.backend} {r.search}", (r.tokens_per_s, r.bleu), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("generated tokens per second (log)")
+    ax.set_ylabel("sacreBLEU (cased)")
+    ax.set_title("BLEU against throughput (o greedy, s beam)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_bench_seq2seq(rows: list[Row], meta: dict, out: str | Path, command: str = "") -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "bench.json", json.dumps({"meta": meta, "command": command,
+                                                      "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    atomic_write_text(out / "bench.md", markdown(rows, meta, command))
+    plot(rows, out / "bench.png")
+    return out

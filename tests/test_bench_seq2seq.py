@@ -1,0 +1,92 @@
+"""`slimbert bench-seq2seq` on a tiny translation model: every row is measured, the ratios are
+those of the measured speeds, the backends serve the same model (fp32 ones agree with torch),
+and what a machine or model cannot serve is skipped with its reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from slimbert.checkpoint import save_checkpoint
+from slimbert.cli import main
+from slimbert.config import Seq2SeqTransformerConfig
+from slimbert.evaluation.bench_seq2seq import run_bench_seq2seq
+from slimbert.models.seq2seq import Seq2SeqTransformer
+from slimbert.recipes.bench_seq2seq import BenchSeq2SeqConfig, bench_seq2seq
+from slimbert.subword import SubwordTokenizer
+
+SOURCES = ["ein Mann fährt Fahrrad .", "zwei Hunde spielen im Schnee .", "eine Frau liest ein Buch .",
+           "ein Kind spielt im Park ."]
+TARGETS = ["a man rides a bike .", "two dogs play in the snow .", "a woman reads a book .",
+           "a child plays in the park ."]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    tokenizer = SubwordTokenizer.train((SOURCES + TARGETS) * 5, vocab_size=300)
+    models = []
+    for seed, layers in ((0, 2), (1, 1)):
+        torch.manual_seed(seed)
+        config = Seq2SeqTransformerConfig(vocab_size=len(tokenizer), hidden_size=16, encoder_layers=2,
+                                          decoder_layers=layers, num_attention_heads=2, intermediate_size=32,
+                                          dropout=0.0, max_source_length=16, max_target_length=16)
+        models.append(save_checkpoint(Seq2SeqTransformer(config).eval(), tokenizer, root / f"model{seed}"))
+    (root / "src.txt").write_text("\n".join(SOURCES) + "\n")
+    (root / "ref.txt").write_text("\n".join(TARGETS) + "\n")
+    return root, models
+
+
+def test_rows_ratios_and_files(files, tmp_path):
+    root, models = files
+    pytest.importorskip("ctranslate2")
+    config = BenchSeq2SeqConfig(model=[str(m) for m in models], src=str(root / "src.txt"),
+                                ref=str(root / "ref.txt"), backend=["torch", "ctranslate2", "torch-int8-all"],
+                                out=str(tmp_path / "b"), beam=2, latency_sentences=2, rounds=1, threads=1,
+                                max_len_b=5, progress=False)
+    out = bench_seq2seq(config)
+    result = json.loads((out / "bench.json").read_text())
+    rows = {(r["model"], r["backend"], r["search"]): r for r in result["rows"]}
+    assert len(rows) == 2 * 3 * 2  # models x backends x (greedy, beam 2)
+    base = rows[("model0", "torch", "beam 2")]["tokens_per_s"]
+    for (model, backend, search), r in rows.items():
+        torch_row = rows[(model, "torch", search)]
+        assert r["vs_torch"] == pytest.approx(r["tokens_per_s"] / torch_row["tokens_per_s"])
+        assert r["vs_first_beam"] == pytest.approx(r["tokens_per_s"] / base)
+        assert r["rounds"] == 1 and r["tokens_per_s"] > 0 and r["latency_ms"] > 0
+    for model in ("model0", "model1"):  # CTranslate2 fp32 decodes the same greedy tokens as torch
+        assert rows[(model, "ctranslate2", "greedy")]["same_as_torch"] == 1.0
+        assert rows[(model, "torch-int8-all", "greedy")]["file_bytes"] < rows[(model, "torch", "greedy")]["file_bytes"]
+    table = [line for line in (out / "bench.md").read_text().splitlines() if line.startswith("| model")]
+    assert len(table) == 1 + len(rows) and (out / "bench.png").exists()
+
+
+def test_unservable_backends_are_skipped_with_the_reason(files, tmp_path, monkeypatch):
+    _, models = files
+    from slimbert.evaluation import bench_seq2seq as module
+
+    class Emulating:
+        bf16_native, isa = False, "AVX2"
+
+        def line(self):
+            return "test machine"
+
+    monkeypatch.setattr(module, "detect_machine", Emulating)
+    from slimbert.recipes.translate import load_translator
+
+    model, tokenizer = load_translator(models[0], "cpu")
+    rows, meta = run_bench_seq2seq([("m", model, tokenizer, models[0])], ["torch", "torch-bf16"], SOURCES,
+                                   TARGETS, tmp_path, beam=1, latency_sentences=1, rounds=1, threads=1,
+                                   progress=False)
+    assert [r.backend for r in rows] == ["torch"]
+    assert "emulates bf16" in meta["skipped"]["m torch-bf16"]
+
+
+def test_unknown_backend_is_a_one_line_error(files, tmp_path, capsys):
+    root, models = files
+    code = main(["bench-seq2seq", "--model", str(models[0]), "--src", str(root / "src.txt"), "--ref",
+                 str(root / "ref.txt"), "--backend", "onnxruntime", "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "unknown backend 'onnxruntime'" in err and len(err.splitlines()) == 1
