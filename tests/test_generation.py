@@ -216,8 +216,9 @@ class ScriptedState:
     def __init__(self, source: torch.Tensor):
         self.source, self.seen = source, None
 
-    def reorder(self, index: torch.Tensor) -> None:
-        self.source = self.source[index]
+    def reorder(self, index: torch.Tensor, sources: torch.Tensor | None) -> None:
+        if sources is not None:  # None: every row keeps its source (beams moved within a sentence)
+            self.source = self.source[sources]
         self.seen = None if self.seen is None else self.seen[index]
 
 

@@ -182,10 +182,33 @@ def test_reordered_stack_cache_decodes_as_if_the_beams_had_been_computed_in_that
     cache = StackCache.empty(2)
     for t in range(3):
         stack(tgt[:, t:t + 1], memory=memory, cache=cache)
-    cache.reorder(order)
+    cache.reorder(order, order)
     after = stack(tgt[order, 3:4], cache=cache).last_hidden_state
     expected = stack(tgt[order], memory=memory[order]).last_hidden_state[:, 3:4]
     torch.testing.assert_close(after, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_beams_of_one_source_reorder_without_touching_the_cross_attention_cache():
+    """Rows 0-1 and 2-3 are two sentences' beams (same memory each): moving beams within their
+    sentence needs no cross-attention reorder (sources=None), and dropping a sentence selects
+    its rows of it (sources=rows)."""
+    torch.manual_seed(0)
+    stack = decoder_stack()
+    memory = torch.randn(2, 5, H).repeat_interleave(2, dim=0)  # (4, 5, H)
+    tgt = torch.randn(4, 4, H)
+    cache = StackCache.empty(2)
+    for t in range(3):
+        stack(tgt[:, t:t + 1], memory=memory, cache=cache)
+    cross = [layer.cross_attn.k for layer in cache.layers]
+    order = torch.tensor([1, 1, 3, 2])
+    cache.reorder(order, None)
+    assert all(layer.cross_attn.k is k for layer, k in zip(cache.layers, cross))  # untouched
+    after = stack(tgt[order, 3:4], cache=cache).last_hidden_state
+    expected = stack(tgt[order], memory=memory[order]).last_hidden_state[:, 3:4]
+    torch.testing.assert_close(after, expected, atol=1e-5, rtol=1e-5)
+
+    cache.reorder(torch.tensor([3, 2]), torch.tensor([2, 3]))  # sentence 0 done: sentence 1's rows
+    assert cache.layers[0].cross_attn.k.shape[0] == 2 and cache.length == 4
 
 
 def test_pre_and_post_norm_blocks_compute_their_formulas():

@@ -38,8 +38,10 @@ import torch
 
 
 class DecoderState(Protocol):
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep rows `index`, in that order (expansion to beams, surviving beams, live sentences)."""
+    def reorder(self, index: torch.Tensor, sources: torch.Tensor | None) -> None:
+        """Keep rows `index` (N',) of what each hypothesis carries, in that order (expansion to
+        beams, surviving beams, live sentences); and rows `sources` of what depends only on the
+        source (the memory, its mask, cross-attention K/V), or leave those as they are (None)."""
         ...
 
 
@@ -155,7 +157,7 @@ def greedy_search(model: Seq2SeqDecoder, input_ids: torch.Tensor, attention_mask
         live = live[keep]
         keep = keep.to(tokens.device)
         tokens, scores = tokens[keep], scores[keep]
-        state.reorder(keep)
+        state.reorder(keep, keep)
     return results
 
 
@@ -172,7 +174,7 @@ def beam_search(model: Seq2SeqDecoder, input_ids: torch.Tensor, attention_mask: 
     tokens = input_ids.new_full((B, 1), cfg.bos_token_id)
     logp = step_log_probs(model.next_logits(tokens, state), 0, limits, config, cfg)  # (B, V)
     expand = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,)
-    state.reorder(expand)
+    state.reorder(expand, expand)
     tokens, logp = tokens[expand], logp[expand]  # (N, 1), (N, V)
     # Only the first copy is live, so the K first beams are K different tokens.
     beam_scores = torch.full((B, K), -math.inf, device=device)
@@ -208,15 +210,19 @@ def beam_search(model: Seq2SeqDecoder, input_ids: torch.Tensor, attention_mask: 
         next_token, next_score = top_token.gather(1, chosen), top_scores.gather(1, chosen)  # (n, K)
         if bool(done.all()):
             break
+        # A beam moves only within its sentence, whose K rows hold the same source: what
+        # depends on the source alone needs no reordering, only the done sentences' rows dropped.
+        sources = None
         if bool(done.any()):  # drop the sentences that are done
             keep = (~done).nonzero().view(-1)
             live = live[keep]
             keep = keep.to(device)
             rows, next_token, next_score = rows[keep], next_token[keep], next_score[keep]
+            sources = (keep[:, None] * K + torch.arange(K, device=device)).view(-1)  # their rows
         rows = rows.view(-1)
         tokens = torch.cat([tokens[rows], next_token.view(-1, 1)], dim=1)  # (N', t + 1)
         beam_scores = next_score.view(-1)
-        state.reorder(rows)
+        state.reorder(rows, sources)
         logp = step_log_probs(model.next_logits(tokens, state), step + 1, limits[live].repeat_interleave(K),
                               config, cfg)
 

@@ -8,7 +8,7 @@ through the same two calls:
 
     state = model.start_decoding(input_ids, attention_mask, use_cache)   # encode once
     logits = model.next_logits(tokens, state)                             # (N, V) for the next token
-    state.reorder(index)                                                  # follow the beams
+    state.reorder(index, sources)                                         # follow the beams
 
 With the cache the decoder reads only the newest token: the Transformer keeps every layer's
 self-attention K/V (appended per step) and the cross-attention K/V (computed from the memory
@@ -127,13 +127,16 @@ class TransformerDecoderState:
     memory_mask: torch.Tensor  # (N, S) 1 = real source token
     cache: StackCache | None  # per layer: self-attention K/V so far, cross-attention K/V; None = recompute
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep rows `index` (N',), in that order: expand sources to beams, follow surviving beams."""
-        if self.memory is not None:
-            self.memory = self.memory.index_select(0, index)
-        self.memory_mask = self.memory_mask.index_select(0, index)
+    def reorder(self, index: torch.Tensor, sources: torch.Tensor | None) -> None:
+        """Keep rows `index` (N',) of the self-attention caches, in that order (expand sources to
+        beams, follow surviving beams); rows `sources` of the memory, its mask and the
+        cross-attention K/V, which depend on the source alone (None: they stay as they are)."""
+        if sources is not None:
+            if self.memory is not None:
+                self.memory = self.memory.index_select(0, sources)
+            self.memory_mask = self.memory_mask.index_select(0, sources)
         if self.cache is not None:
-            self.cache.reorder(index)
+            self.cache.reorder(index, sources)
 
 
 class Seq2SeqTransformer(nn.Module):
@@ -260,9 +263,13 @@ class LSTMDecoderState:
     start_hidden: tuple[torch.Tensor, torch.Tensor]  # the encoder's final state, merged
     use_cache: bool = True  # False: every step re-runs the decoder over the whole prefix
 
-    def reorder(self, index: torch.Tensor) -> None:
-        self.memory, self.keys, self.memory_mask, self.feed = (
-            t.index_select(0, index) for t in (self.memory, self.keys, self.memory_mask, self.feed))
+    def reorder(self, index: torch.Tensor, sources: torch.Tensor | None) -> None:
+        """Rows `index` of the recurrent state; rows `sources` of the memory, its keys and mask
+        (None: they stay as they are)."""
+        if sources is not None:
+            self.memory, self.keys, self.memory_mask = (
+                t.index_select(0, sources) for t in (self.memory, self.keys, self.memory_mask))
+        self.feed = self.feed.index_select(0, index)
         self.hidden = tuple(t.index_select(1, index) for t in self.hidden)
         self.start_hidden = tuple(t.index_select(1, index) for t in self.start_hidden)
 

@@ -4,7 +4,8 @@ A decoder generating token by token would recompute the keys and values of every
 token at every step. A `KVCache` keeps them: self-attention appends the new token's K/V each
 step (`update`); cross-attention computes the source's K/V once and reuses them (a static
 cache). Beam search reorders every cache with the surviving beams (`reorder`, as fairseq's
-`reorder_incremental_state`).
+`reorder_incremental_state`); a static cache only when sentences leave the batch, since beams
+move within their own sentence, whose rows hold the same source.
 
 Notation: B = batch (x beams), N = heads, S = cached tokens, D = head dim.
 """
@@ -60,9 +61,12 @@ class LayerCache:
     self_attn: KVCache = field(default_factory=KVCache)
     cross_attn: KVCache = field(default_factory=lambda: KVCache(static=True))
 
-    def reorder(self, index: torch.Tensor) -> None:
+    def reorder(self, index: torch.Tensor, sources: torch.Tensor | None) -> None:
+        """Rows `index` of the self-attention K/V; rows `sources` of the cross-attention K/V,
+        which depend on the source alone (None: they stay as they are)."""
         self.self_attn.reorder(index)
-        self.cross_attn.reorder(index)
+        if sources is not None:
+            self.cross_attn.reorder(sources)
 
 
 @dataclass
@@ -80,6 +84,7 @@ class StackCache:
         """Tokens decoded so far (all layers hold the same number)."""
         return self.layers[0].self_attn.length if self.layers else 0
 
-    def reorder(self, index: torch.Tensor) -> None:
+    def reorder(self, index: torch.Tensor, sources: torch.Tensor | None) -> None:
+        """Every layer's caches (see `LayerCache.reorder`)."""
         for layer in self.layers:
-            layer.reorder(index)
+            layer.reorder(index, sources)
