@@ -625,9 +625,8 @@ def run_distill_seq2seq(args) -> int:
               f"(epoch {results['best_epoch']}); model saved to {config.out}")
     reused = " (reused from the cache)" if results["teacher_translations_reused"] else ""
     print(f"trained on {results['train_pairs']} pairs of {results['targets']}{reused}; "
-          f"{results['parameters'] / 1e6:.2f} M student parameters "
-          f"({results['teacher_parameters'] / results['parameters']:.1f}x fewer than the teacher), "
-          f"initialised: {results['student_init']}")
+          f"{results['parameters'] / 1e6:.2f} M student parameters (teacher: "
+          f"{results['teacher_parameters'] / 1e6:.2f} M), initialised: {results['student_init']}")
     return 0
 
 

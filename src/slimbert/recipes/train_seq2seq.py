@@ -164,8 +164,10 @@ def validator(valid: ParallelText, data: ParallelDataset, tokenizer: SubwordToke
     return evaluate
 
 
-def read_pairs(source: str, target: str, config: TrainSeq2SeqConfig) -> ParallelText:
-    text = read_parallel(source, target, skip_empty=not config.no_empty_lines)
+def read_pairs(source: str, target: str, no_empty_lines: bool = False) -> ParallelText:
+    """The pairs of two aligned files; pairs with an empty side are skipped with a warning, or
+    with `no_empty_lines` an error."""
+    text = read_parallel(source, target, skip_empty=not no_empty_lines)
     if not len(text):
         raise DataError(f"{source} / {target}: no sentence pairs")
     if text.skipped_empty:
@@ -173,16 +175,21 @@ def read_pairs(source: str, target: str, config: TrainSeq2SeqConfig) -> Parallel
     return text
 
 
+def first_pairs(text: ParallelText, n: int | None) -> ParallelText:
+    """The first `n` pairs of `text` (all of them for None): what --max-valid-lines scores."""
+    if n is None:
+        return text
+    return dataclasses.replace(text, sources=text.sources[:n], targets=text.targets[:n])
+
+
 def train_seq2seq(config: TrainSeq2SeqConfig, train: TrainConfig | None = None) -> dict:
     """Train a translation model; returns the results (also in OUT/results.json)."""
     train = train or TrainConfig(**train_defaults(config))
     out = Path(config.out)
     last = resume_point(out, config.resume)
-    train_text = read_pairs(config.train_src, config.train_tgt, config)
-    valid_text = read_pairs(config.valid_src, config.valid_tgt, config)
-    if config.max_valid_lines is not None:
-        valid_text = dataclasses.replace(valid_text, sources=valid_text.sources[:config.max_valid_lines],
-                                         targets=valid_text.targets[:config.max_valid_lines])
+    train_text = read_pairs(config.train_src, config.train_tgt, config.no_empty_lines)
+    valid_text = first_pairs(read_pairs(config.valid_src, config.valid_tgt, config.no_empty_lines),
+                             config.max_valid_lines)
     seed_everything(train.seed)
     if config.resume:
         tokenizer = SubwordTokenizer.from_dir(last)

@@ -142,3 +142,23 @@ def label_smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smo
     nll = -(gold * keep).sum() / count
     uniform = -(logp.mean(-1) * keep).sum() / count
     return (1 - smoothing) * nll + smoothing * uniform, nll
+
+
+def word_level_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                  temperature: float = 1.0) -> torch.Tensor:
+    """Word-level knowledge distillation of a translation model, averaged over real target tokens.
+
+    Kim & Rush 2016 (https://arxiv.org/abs/1606.07947), section 3.1: with both models teacher-forced
+    on the same target prefix, the student's next-token distribution p learns the teacher's q
+    at every position, at temperature T and times T^2 (Hinton et al.):
+
+        T^2 * mean over real positions of  -sum_v q_T(v) log p_T(v)
+        = T^2 * (KL(q_T || p_T) + H(q_T)),    q_T = softmax(z_teacher / T), p_T = softmax(z_student / T)
+
+    The teacher's entropy H(q_T) does not depend on the student, so the gradient is the KL's:
+    T * (p_T - q_T) per logit, zero where the student equals the teacher. Positions labelled
+    IGNORE_INDEX (padding) count nowhere. This is `soft_cross_entropy` over the target tokens.
+
+    student_logits, teacher_logits (B, T, V); labels (B, T). Returns a scalar.
+    """
+    return soft_cross_entropy(student_logits, teacher_logits, temperature, mask=labels != IGNORE_INDEX)

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from slimbert.data.batching import IGNORE_INDEX, Batch, model_inputs
-from slimbert.training.losses import hard_cross_entropy, label_smoothed_cross_entropy, regression_mse
+from slimbert.training.losses import (hard_cross_entropy, label_smoothed_cross_entropy, regression_mse,
+                                      word_level_kd)
 
 
 class Objective(Protocol):
@@ -113,3 +114,38 @@ class Seq2SeqObjective(nn.Module):
 
     def set_extra_state(self, state: dict) -> None:
         self.calls = int(state["calls"])
+
+
+class Seq2SeqDistillationObjective:
+    """Translation against a frozen teacher (Kim & Rush 2016, https://arxiv.org/abs/1606.07947):
+
+        loss = hard + word_kd_weight * word_kd
+
+    `hard` is the label-smoothed cross-entropy of the batch's targets (the teacher's beam
+    outputs for sequence-level KD, or references); `word_kd` is `word_level_kd` against the
+    teacher's token distributions, teacher-forced on the same target prefix. The teacher is run
+    only when `word_kd_weight` > 0; it is neither trained nor saved.
+    """
+
+    def __init__(self, teacher: nn.Module, label_smoothing: float = 0.1, word_kd_weight: float = 0.0,
+                 temperature: float = 1.0):
+        if word_kd_weight < 0 or temperature <= 0:
+            raise ValueError(f"word_kd_weight must be >= 0 and temperature > 0, got {word_kd_weight} and "
+                             f"{temperature}")
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.label_smoothing = label_smoothing
+        self.word_kd_weight, self.temperature = word_kd_weight, temperature
+
+    def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inputs = (batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"])
+        logits = model(*inputs).logits  # (B, T, V)
+        hard, nll = label_smoothed_cross_entropy(logits, batch["labels"], self.label_smoothing)
+        metrics = {"nll": nll.detach()}
+        loss = hard
+        if self.word_kd_weight:
+            with torch.no_grad():
+                teacher_logits = self.teacher(*inputs).logits  # (B, T, V)
+            word_kd = word_level_kd(logits, teacher_logits, batch["labels"], self.temperature)
+            loss = hard + self.word_kd_weight * word_kd
+            metrics["word_kd"] = word_kd.detach()
+        return loss, {"loss": loss.detach(), **metrics}
