@@ -275,6 +275,27 @@ def test_lstm_state_carried_step_by_step_equals_the_full_sequence():
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
 
 
+def test_lstm_cell_steps_equal_the_fused_lstm_outputs_state_and_gradients():
+    torch.manual_seed(0)
+    lstm = PackedLSTM(8, 6, num_layers=2).eval()
+    x = torch.randn(3, 5, 8, requires_grad=True)
+    full, (h_full, c_full) = lstm(x)
+    state = (torch.zeros(2, 3, 6), torch.zeros(2, 3, 6))
+    steps = []
+    for t in range(5):
+        out, state = lstm.step(x[:, t:t + 1], state)
+        steps.append(out)
+    stepped = torch.cat(steps, 1)
+    torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(state[0], h_full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(state[1], c_full, atol=1e-5, rtol=1e-5)
+    (g_full,) = torch.autograd.grad(full.square().sum(), x)
+    (g_step,) = torch.autograd.grad(stepped.square().sum(), x)
+    torch.testing.assert_close(g_step, g_full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="bidirectional"):
+        PackedLSTM(8, 6, bidirectional=True).step(x[:, :1], state)
+
+
 # ----------------------------------------------------------------- BERT over the modules
 
 

@@ -327,12 +327,12 @@ class Seq2SeqLSTM(nn.Module):
         emb = self.dropout(self.embeddings.target(prev_token))[:, None, :]  # (N, 1, E)
         if self.luong:
             x = torch.cat([emb, state.feed[:, None, :]], dim=-1) if self.feeding else emb
-            h, state.hidden = self.decoder(x, state=state.hidden)  # (N, 1, K)
+            h, state.hidden = self.decoder.step(x, state.hidden)  # (N, 1, K)
             context = self.attention(h, state.keys, state.memory, state.memory_mask)  # (N, 1, K)
         else:
             previous = state.hidden[0][-1][:, None, :]  # (N, 1, K): the top layer's last state
             context = self.attention(previous, state.keys, state.memory, state.memory_mask)
-            h, state.hidden = self.decoder(torch.cat([emb, context], dim=-1), state=state.hidden)
+            h, state.hidden = self.decoder.step(torch.cat([emb, context], dim=-1), state.hidden)
         out = self._output(h, context)  # (N, 1, E)
         state.feed = out[:, 0]
         return self.embeddings.logits(self.dropout(out))[:, 0]  # (N, V)

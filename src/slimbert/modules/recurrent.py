@@ -38,6 +38,26 @@ class PackedLSTM(nn.LSTM):
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])  # (B, T, K*H)
         return out, state
 
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One time step of a unidirectional LSTM: x (B, 1, E), state (L, B, H) each -> output
+        (B, 1, H) and the next state; the same function as `forward` on a one-token sequence.
+
+        It runs one LSTM cell per layer. A decoder steps once per token, and `nn.LSTM`'s fused
+        kernel (oneDNN's on CPU) costs far more per call than one step's arithmetic."""
+        if self.bidirectional:
+            raise ValueError("a bidirectional LSTM reads whole sequences; step() is for decoders")
+        h, c = state
+        out, hs, cs = x[:, 0], [], []
+        for layer in range(self.num_layers):
+            if layer and self.training and self.dropout:  # nn.LSTM's dropout between layers
+                out = nn.functional.dropout(out, self.dropout, training=True)
+            weights = [getattr(self, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            h_l, c_l = torch.lstm_cell(out, (h[layer], c[layer]), *weights)
+            hs.append(h_l)
+            cs.append(c_l)
+            out = h_l
+        return out[:, None], (torch.stack(hs), torch.stack(cs))
+
 
 def merge_directions(state: State, num_layers: int) -> State:
     """A bidirectional encoder's final (h, c), (L*2, B, H), as (L, B, 2H): forward and backward

@@ -11,6 +11,7 @@ from typing import Literal
 from slimbert.checkpoint import load_model, load_tokenizer
 from slimbert.compress.export import ONNX_NAME, export_hf, export_onnx
 from slimbert.compress.export_ctranslate2 import export_ctranslate2
+from slimbert.errors import ConfigError
 
 
 @dataclass
@@ -21,6 +22,11 @@ class ExportConfig:
     format: Literal["onnx", "hf", "ctranslate2"]
     out: str  # output directory
     int8: bool = False  # onnx: also write model_int8.onnx (ONNX Runtime int8); ctranslate2: int8 weights
+
+    def __post_init__(self) -> None:
+        if self.int8 and self.format == "hf":
+            raise ConfigError("--int8 applies to --format onnx and ctranslate2 (for an int8 torch model, "
+                              "use slimbert quantize)")
 
 
 def export(config: ExportConfig) -> list[Path]:
