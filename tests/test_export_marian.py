@@ -155,3 +155,26 @@ def test_exported_tokenizer_reads_and_writes_text_as_slimbert(tmp_path):
     assert hf_tok(["Ein Hund fährt im Schnee, Ärger!"]).input_ids == ours
     assert hf_tok.batch_decode(ours, skip_special_tokens=True) == tokenizer.decode_batch(ours)
     assert hf_tok.pad_token_id == model.config.pad_token_id
+
+
+def test_export_command_writes_a_marian_directory(tmp_path, capsys, one_thread):
+    from slimbert.checkpoint import save_checkpoint
+    from slimbert.cli import main
+    from slimbert.subword import SubwordTokenizer
+
+    tokenizer = SubwordTokenizer.train(["Ein Mann fährt Fahrrad.", "A man rides a bike."] * 4, vocab_size=300,
+                                       min_frequency=1)
+    model = tiny(vocab_size=len(tokenizer))
+    checkpoint = save_checkpoint(model, tokenizer, tmp_path / "model")
+    assert main(["export", "--model", str(checkpoint), "--format", "marian", "--out", str(tmp_path / "m")]) == 0
+    hf = transformers.MarianMTModel.from_pretrained(tmp_path / "m").eval()
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "m").eos_token_id == EOS
+    ids, mask = sources()
+    tgt = torch.tensor([[BOS, 5, 6, 7]] * 3)
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=ids, attention_mask=mask, decoder_input_ids=tgt).logits,
+                                   model(ids, mask, tgt).logits, atol=1e-4, rtol=1e-4)
+    capsys.readouterr()
+    assert main(["export", "--model", str(checkpoint), "--format", "marian", "--int8", "--out",
+                 str(tmp_path / "m8")]) == 2
+    assert "--int8 applies to --format onnx and ctranslate2" in capsys.readouterr().err

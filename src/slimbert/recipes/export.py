@@ -1,6 +1,6 @@
 """`slimbert export`: ONNX (optionally with an ONNX Runtime int8 graph), a checkpoint that
 stock `transformers` loads (pruned models padded back with zero heads and neurons), or a
-translation model for CTranslate2 (optionally with int8 weights)."""
+translation model for CTranslate2 (optionally with int8 weights) or for `transformers`' MarianMT."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from slimbert.checkpoint import load_model, load_tokenizer
+from slimbert.checkpoint import load_model, load_tokenizer, resolve
 from slimbert.compress.export import ONNX_NAME, export_hf, export_onnx
 from slimbert.compress.export_ctranslate2 import export_ctranslate2
+from slimbert.compress.export_marian import export_marian
 from slimbert.errors import ConfigError
 
 
@@ -18,13 +19,14 @@ from slimbert.errors import ConfigError
 class ExportConfig:
     model: str  # checkpoint directory
     # onnx: model.onnx beside config.json and vocab.txt; hf: for transformers;
-    # ctranslate2: a translation model (slimbert train-seq2seq) for CTranslate2
-    format: Literal["onnx", "hf", "ctranslate2"]
+    # ctranslate2 / marian: a translation model (slimbert train-seq2seq) for CTranslate2 / for
+    # transformers' MarianMTModel and AutoTokenizer (post-norm, sinusoidal positions)
+    format: Literal["onnx", "hf", "ctranslate2", "marian"]
     out: str  # output directory
     int8: bool = False  # onnx: also write model_int8.onnx (ONNX Runtime int8); ctranslate2: int8 weights
 
     def __post_init__(self) -> None:
-        if self.int8 and self.format == "hf":
+        if self.int8 and self.format in ("hf", "marian"):
             raise ConfigError("--int8 applies to --format onnx and ctranslate2 (for an int8 torch model, "
                               "use slimbert quantize)")
 
@@ -38,6 +40,8 @@ def export(config: ExportConfig) -> list[Path]:
         return [export_hf(net.float(), tokenizer, out)]
     if config.format == "ctranslate2":
         return [export_ctranslate2(net, tokenizer, out, int8=config.int8)]
+    if config.format == "marian":
+        return [export_marian(net, out, tokenizer_dir=resolve(config.model))]
     files = export_onnx(net, out / ONNX_NAME, int8=config.int8)
     net.config.save(out / "config.json")
     tokenizer.save(out)
