@@ -90,3 +90,19 @@ def test_unknown_backend_is_a_one_line_error(files, tmp_path, capsys):
                  str(root / "ref.txt"), "--backend", "onnxruntime", "--out", str(tmp_path / "b")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "unknown backend 'onnxruntime'" in err and len(err.splitlines()) == 1
+
+
+def test_seeds_of_one_recipe_are_pooled():
+    from slimbert.evaluation.bench_seq2seq import Row, markdown, pooled
+
+    def row(model, bleu, tps):
+        return Row(model, "torch", "greedy", bleu, bleu + 1, tps, 10.0, 12.0, 1.0, 100, 1, vs_first_beam=tps / 100)
+
+    rows = [row("kd-s1", 30.0, 200.0), row("kd-s2", 32.0, 220.0), row("kd-s3", 34.0, 240.0), row("teacher", 35, 100)]
+    (entry,) = pooled(rows)
+    assert entry["model"] == "kd" and entry["seeds"] == 3
+    assert entry["bleu"] == pytest.approx(32.0) and entry["bleu_sd"] == pytest.approx(2.0)
+    assert entry["tokens_per_s"] == pytest.approx(220.0) and entry["vs_first_beam"] == pytest.approx(2.2)
+    text = markdown(rows, {"date": "d", "machine": "m", "torch": "t", "threads": 1, "sentences": 4,
+                           "batch_size": 2, "latency_sentences": 1, "rounds": 1})
+    assert "| kd | torch | greedy | 3 | 32.00 ± 2.00 | 33.00 ± 2.00 | 220 ± 20 | 2.20x |" in text

@@ -45,6 +45,7 @@ from slimbert.compress.quantize import quantize_int8, to_bf16
 from slimbert.data.parallel import pad_ids
 from slimbert.errors import CheckpointError, SlimbertError
 from slimbert.evaluation.bleu import bleu_scores
+from slimbert.evaluation.report import SEED_SUFFIX
 from slimbert.generation import Hypothesis, SearchConfig, translate
 from slimbert.generation.search import length_limits
 from slimbert.generation.translation import Translations, translate_ids
@@ -237,6 +238,25 @@ def _ratios(rows: list[Row], first: str, beam: int) -> None:
         r.vs_first_beam = r.tokens_per_s / base.tokens_per_s if base else None
 
 
+def pooled(rows: list[Row]) -> list[dict]:
+    """Runs that differ only by seed (NAME-s1, NAME-s2, ...), one entry per name, backend and
+    search: the mean and sample standard deviation of BLEU and tokens/s over the seeds."""
+    groups: dict[tuple[str, str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((SEED_SUFFIX.sub("", r.model), r.backend, r.search), []).append(r)
+    out = []
+    for (name, backend, search), members in groups.items():
+        if len(members) < 2:
+            continue
+        entry = {"model": name, "backend": backend, "search": search, "seeds": len(members)}
+        for field_name in ("bleu", "legacy_bleu", "tokens_per_s", "vs_first_beam"):
+            values = [getattr(r, field_name) for r in members if getattr(r, field_name) is not None]
+            entry[field_name] = statistics.mean(values) if values else None
+            entry[f"{field_name}_sd"] = statistics.stdev(values) if len(values) > 1 else None
+        out.append(entry)
+    return out
+
+
 def markdown(rows: list[Row], meta: dict, command: str = "") -> str:
     lines = [f"# Translation models x backends ({meta['date']})", "",
              (f"Machine: {meta['machine']}; torch {meta['torch']}, {meta['threads']} threads. "
@@ -257,6 +277,16 @@ def markdown(rows: list[Row], meta: dict, command: str = "") -> str:
                      f"{r.tokens_per_s:.0f} | {fmt(r.vs_torch, '.2f')}x | {fmt(r.vs_first_beam, '.2f')}x | "
                      f"{r.latency_ms:.1f} ({r.latency_p90_ms:.1f}) | {fmt(r.same_as_torch, '.0%')} | "
                      f"{r.file_bytes / 1e6:.1f} |")
+    seeds = pooled(rows)
+    if seeds:
+        lines += ["", "Seeds pooled (mean ± sample standard deviation):", "",
+                  "| model | backend | search | seeds | BLEU | legacy BLEU | tokens/s | x first model's beam |",
+                  "|---|---|---|---:|---:|---:|---:|---:|"]
+        for e in seeds:
+            lines.append(f"| {e['model']} | {e['backend']} | {e['search']} | {e['seeds']} | "
+                         f"{e['bleu']:.2f} ± {e['bleu_sd']:.2f} | {e['legacy_bleu']:.2f} ± {e['legacy_bleu_sd']:.2f} | "
+                         f"{e['tokens_per_s']:.0f} ± {e['tokens_per_s_sd']:.0f} | "
+                         f"{fmt(e['vs_first_beam'], '.2f')}x |")
     for name, why in meta.get("skipped", {}).items():
         lines.append(f"\nSkipped {name}: {why}")
     return "\n".join(lines) + "\n"
@@ -288,8 +318,8 @@ def plot(rows: list[Row], path: Path) -> None:
 def write_bench_seq2seq(rows: list[Row], meta: dict, out: str | Path, command: str = "") -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "bench.json", json.dumps({"meta": meta, "command": command,
-                                                      "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    atomic_write_text(out / "bench.json", json.dumps({"meta": meta, "command": command, "rows": [asdict(r) for r in rows],
+                                                      "seeds_pooled": pooled(rows)}, indent=2) + "\n")
     atomic_write_text(out / "bench.md", markdown(rows, meta, command))
     plot(rows, out / "bench.png")
     return out
