@@ -18,8 +18,8 @@ What is measured, per model, backend and search (greedy, beam K):
 - latency: milliseconds per sentence decoded alone (batch 1), over the first `latency_sentences`
   sentences, mean and 90th percentile;
 - agreement: the share of sentences whose output equals torch fp32's, same model and search.
-Every system runs once per round, in turn (round-robin, after one warm-up run each), on the
-same sentences and threads; speeds are medians over the rounds. Each speed is also given as a
+Every system runs once per round, in turn (round-robin, after a warm-up of one batch and one
+sentence each), on the same sentences and threads; speeds are medians over the rounds. Each speed is also given as a
 ratio: to torch fp32 of the same model and search, and to the first model's torch beam search
 (the teacher's beam throughput, the usual baseline of a distilled student).
 """
@@ -190,25 +190,25 @@ def run_bench_seq2seq(models: Sequence[tuple[str, object, object, Path]], backen
         times: dict[int, list[float]] = {i: [] for i in range(len(engines))}
         latencies: dict[int, list[float]] = {i: [] for i in range(len(engines))}
         outputs: dict[int, Translations] = {}
-        for r in range(rounds + 1):  # round 0 warms up (and gives the outputs BLEU is taken on)
+        for i, engine in enumerate(engines):  # warm-up: one batch, and one sentence alone
+            engine.translate(list(sources[:batch_size]), search, batch_size)
+            engine.translate(list(sources[:1]), search, 1)
+            bar.update()
+        for _ in range(rounds):
             for i, engine in enumerate(engines):
                 bar.set_postfix_str(f"{engine.label} {engine.backend} {'greedy' if k == 1 else f'beam {k}'}")
                 result = engine.translate(list(sources), search, batch_size)
-                per_sentence = []
+                outputs.setdefault(i, result)  # every round decodes the same; BLEU is taken on the first
+                times[i].append(result.seconds)
                 for line in latency_lines:
                     t0 = time.perf_counter()
                     engine.translate([line], search, 1)
-                    per_sentence.append(time.perf_counter() - t0)
-                if r == 0:
-                    outputs[i] = result
-                else:
-                    times[i].append(result.seconds)
-                    latencies[i].extend(per_sentence)
+                    latencies[i].append(time.perf_counter() - t0)
                 bar.update()
         for i, engine in enumerate(engines):
             result = outputs[i]
             scores = bleu_scores(result.best, references)
-            seconds = statistics.median(times[i]) if times[i] else result.seconds
+            seconds = statistics.median(times[i])
             lat = sorted(latencies[i]) or [float("nan")]
             torch_i = next((j for j, e in enumerate(engines) if e.label == engine.label and e.backend == "torch"),
                            None)
