@@ -60,6 +60,9 @@ def test_scopes_cover_both_stacks(checkpoint):
 def test_int8_checkpoint_reloads_bit_for_bit(checkpoint, tmp_path, one_thread, scope):
     model = load_model(checkpoint)
     q = quantize_int8(model, scope)
+    # "all" also covers the vocabulary projection, as an int8 copy of the tied matrix
+    assert ("embeddings.output" in q.config.quantization["modules"]) == (scope == "all")
+    assert model.embeddings.output is None and q.embeddings.tokens.weight.dtype == torch.float32
     out = save_checkpoint(q, load_tokenizer(checkpoint), tmp_path / "int8")
     stored = load_file(str(out / "model.safetensors"))
     names = q.config.quantization["modules"]

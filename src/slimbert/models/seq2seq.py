@@ -38,6 +38,9 @@ from slimbert.modules import (FeedForward, LearnedPositions, MultiHeadAttention,
 # ---------------------------------------------------------------------------- embeddings
 
 
+OUTPUT_PROJECTION = "embeddings.output"  # the module name of a translation model's vocabulary projection
+
+
 class SharedEmbeddings(nn.Module):
     """The token embeddings of source and target, and the output projection to the vocabulary.
 
@@ -50,7 +53,9 @@ class SharedEmbeddings(nn.Module):
         V, pad = config.vocab_size, config.pad_token_id
         self.tokens = nn.Embedding(V, dim, padding_idx=pad)
         self.target_tokens = None if config.tie_embeddings else nn.Embedding(V, dim, padding_idx=pad)
-        self.output = None if config.tie_embeddings else nn.Linear(dim, V, bias=False)
+        # An int8 model projects to the vocabulary with its own int8 copy of the tied matrix.
+        int8_output = OUTPUT_PROJECTION in ((config.quantization or {}).get("modules") or ())
+        self.output = None if config.tie_embeddings and not int8_output else nn.Linear(dim, V, bias=False)
         for embedding in (self.tokens, self.target_tokens):
             # fairseq's init: N(0, dim^-1/2), so sqrt(dim)-scaled inputs have unit size
             if embedding is not None:
@@ -65,6 +70,15 @@ class SharedEmbeddings(nn.Module):
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:  # (..., dim) -> (..., V)
         return self.output(h) if self.output is not None else F.linear(h, self.tokens.weight)
+
+    def untie_output(self) -> None:
+        """Give the output projection its own Linear, a copy of the tied matrix (the same
+        function), so that int8 quantization can cover it while the embeddings stay fp32."""
+        if self.output is None:
+            V, dim = self.tokens.weight.shape
+            self.output = nn.Linear(dim, V, bias=False).to(self.tokens.weight.device)
+            with torch.no_grad():
+                self.output.weight.copy_(self.tokens.weight)
 
 
 def xavier_init(module: nn.Module) -> None:
