@@ -459,7 +459,7 @@ def run_bench_seq2seq(args) -> int:
 def options_optimize(p: argparse.ArgumentParser) -> None:
     from slimbert.recipes.optimize import OptimizeConfig
 
-    add_options(p, OptimizeConfig)
+    add_options(p, OptimizeConfig, notes={"budget": "default: 2h"})
     _data_options(p, "train,dev")
 
 
