@@ -3,6 +3,7 @@ leaves the old file or the new one, never half of one."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -58,6 +59,15 @@ def _new_file_beside(path: Path) -> Path:
             continue
         return tmp
     raise FileExistsError(f"{path.parent}: no free temporary name beside {path.name}")
+
+
+def file_sha256(path: Path) -> hashlib._Hash:
+    """The SHA-256 of a file's bytes, read in 4 MiB chunks (`.digest()` or `.hexdigest()` it)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h
 
 
 def atomic_write_text(path: Path, text: str) -> None:

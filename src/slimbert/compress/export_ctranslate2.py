@@ -34,7 +34,6 @@ can decode differently.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +45,7 @@ from slimbert.config import ModelConfig, Seq2SeqTransformerConfig
 from slimbert.errors import CheckpointError
 from slimbert.generation.search import Hypothesis, SearchConfig
 from slimbert.generation.translation import Translations, translate_ids
+from slimbert.io import replace_dir
 from slimbert.models.seq2seq import Seq2SeqTransformer
 from slimbert.modules import TransformerLayer
 from slimbert.subword import SubwordTokenizer
@@ -176,9 +176,7 @@ def export_ctranslate2(model: Seq2SeqTransformer, tokenizer: SubwordTokenizer, d
         _SpecConverter().convert(str(staged), quantization="int8" if int8 else None)
         tokenizer.save(staged)
         model.config.save(staged / SLIMBERT_CONFIG)
-        if directory.exists():
-            shutil.rmtree(directory)
-        staged.rename(directory)
+        replace_dir(staged, directory)
     return directory
 
 

@@ -39,7 +39,7 @@ from slimbert.data.readers import Example
 from slimbert.data.sources import TaskData
 from slimbert.errors import ConfigError, DataError
 from slimbert.inference import predict_logits
-from slimbert.io import atomic_write, atomic_write_text
+from slimbert.io import atomic_write, atomic_write_text, file_sha256
 from slimbert.models import count_parameters
 from slimbert.recipes.common import (check_head, encode, fraction, positive, resume_point, run_and_record,
                                      scorer, seed_everything, set_layerdrop)
@@ -146,18 +146,10 @@ def _sha(*parts: bytes) -> str:
     return h.hexdigest()[:24]
 
 
-def _file_digest(path: Path) -> bytes:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.digest()
-
-
 def _teacher_digest(directory: Path) -> bytes:
     """Identity of a teacher: its weights files and config."""
     files = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
-    return b"".join(p.name.encode() + _file_digest(p) for p in files)
+    return b"".join(p.name.encode() + file_sha256(p).digest() for p in files)
 
 
 def _encoded_digest(data: EncodedDataset) -> bytes:

@@ -35,7 +35,7 @@ from slimbert.compress.seq2seq_students import (Seq2SeqStudentSpec, make_seq2seq
 from slimbert.data.parallel import ParallelDataset, encode_parallel, parallel_batches
 from slimbert.errors import ConfigError, DataError
 from slimbert.generation import SearchConfig, translate
-from slimbert.io import atomic_write_text
+from slimbert.io import atomic_write_text, file_sha256
 from slimbert.models import count_parameters
 from slimbert.recipes.common import positive, resume_point, run_and_record, seed_everything
 from slimbert.recipes.distill import default_cache_dir
@@ -110,21 +110,13 @@ def train_defaults(config: DistillSeq2SeqConfig) -> dict:
 # ----------------------------------------------------------------- the teacher's translations
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def translations_key(teacher_dir: Path, sources: list[str], search: SearchConfig) -> str:
     """What the teacher's translations depend on: its weights, config and vocabulary (every
     .safetensors and .json file of its directory), the sources, and the search settings."""
     teacher_files = sorted(p for p in teacher_dir.iterdir() if p.suffix in (".safetensors", ".json"))
     parts = {
         "format": CACHE_FORMAT,
-        "teacher": {p.name: _sha256_file(p) for p in teacher_files},
+        "teacher": {p.name: file_sha256(p).hexdigest() for p in teacher_files},
         "sources": hashlib.sha256("\n".join(sources).encode()).hexdigest(),
         "search": asdict(search),
     }
