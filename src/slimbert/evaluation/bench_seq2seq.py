@@ -293,22 +293,30 @@ def markdown(rows: list[Row], meta: dict, command: str = "") -> str:
 
 
 def plot(rows: list[Row], path: Path) -> None:
-    """BLEU against tokens/s (log scale), one point per model, backend and search."""
+    """BLEU against tokens/s (log scale): a colour per backend, o for greedy and s for beam
+    search, and the model's name beside its points when there are several models."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    markers = {"greedy": "o"}
-    for r in rows:
-        ax.scatter(r.tokens_per_s, r.bleu, marker=markers.get(r.search, "s"))
-        ax.annotate(f"{r.model} {r.backend} {r.search}", (r.tokens_per_s, r.bleu), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
+    colours = {b: plt.get_cmap("tab10")(i) for i, b in enumerate(SEQ2SEQ_BACKENDS)}
+    several = len({r.model for r in rows}) > 1
+    for backend in dict.fromkeys(r.backend for r in rows):
+        for search_kind, marker in (("greedy", "o"), ("beam", "s")):
+            mine = [r for r in rows if r.backend == backend and r.search.startswith(search_kind)]
+            if mine:
+                ax.scatter([r.tokens_per_s for r in mine], [r.bleu for r in mine], marker=marker, s=40,
+                           color=colours[backend], label=backend if search_kind == "greedy" else None)
+    if several:
+        for r in rows:
+            ax.annotate(r.model, (r.tokens_per_s, r.bleu), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("generated tokens per second (log)")
     ax.set_ylabel("sacreBLEU (cased)")
-    ax.set_title("BLEU against throughput (o greedy, s beam)")
+    ax.set_title("BLEU against throughput (o greedy, s beam search)")
+    ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
