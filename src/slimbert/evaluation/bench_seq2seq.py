@@ -275,7 +275,7 @@ def markdown(rows: list[Row], meta: dict, command: str = "") -> str:
     for r in rows:
         lines.append(f"| {r.model} | {r.backend} | {r.search} | {r.bleu:.2f} | {r.legacy_bleu:.2f} | "
                      f"{r.tokens_per_s:.0f} | {fmt(r.vs_torch, '.2f')}x | {fmt(r.vs_first_beam, '.2f')}x | "
-                     f"{r.latency_ms:.1f} ({r.latency_p90_ms:.1f}) | {fmt(r.same_as_torch, '.0%')} | "
+                     f"{r.latency_ms:.1f} ({r.latency_p90_ms:.1f}) | {fmt(r.same_as_torch, '.1%')} | "
                      f"{r.file_bytes / 1e6:.1f} |")
     seeds = pooled(rows)
     if seeds:
