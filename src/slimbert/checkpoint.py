@@ -315,11 +315,12 @@ def load_tokenizer(spec: str | Path) -> Tokenizer | SubwordTokenizer:
     """The tokenizer of a checkpoint directory, HF BERT directory or `bundled:NAME`, fitted to
     the model beside it (see `fit_tokenizer`); a translation model's joint subword vocabulary."""
     directory = resolve(spec)
-    if (directory / CONFIG_NAME).exists() and isinstance(load_config(directory), Seq2SeqConfig):
+    config = load_config(directory) if (directory / CONFIG_NAME).exists() else None
+    if isinstance(config, Seq2SeqConfig):
         return SubwordTokenizer.from_dir(directory)
     tokenizer = Tokenizer.from_dir(directory)
-    if (directory / CONFIG_NAME).exists():
-        fit_tokenizer(tokenizer, ModelConfig.load(directory / CONFIG_NAME), str(directory))
+    if config is not None:
+        fit_tokenizer(tokenizer, config, str(directory))
     return tokenizer
 
 

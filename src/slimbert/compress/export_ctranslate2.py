@@ -26,10 +26,9 @@ The exported directory holds CTranslate2's `model.bin`, `config.json` and
 needs nothing else.
 
 Search rules, as slimbert's (`slimbert.generation.search`): decoding starts from <s>, <pad> and
-<s> are never generated, </s> is not allowed before `min_length` tokens. One difference: a batch
-shares one length limit in CTranslate2 (`max_decoding_length`, the largest of its sentences'),
-where slimbert forces </s> at each sentence's own limit; only a sentence that reaches its limit
-can decode differently.
+<s> are never generated, </s> is not allowed before `min_length` tokens, and each sentence has
+its own length limit. CTranslate2 takes one limit per call (`max_decoding_length`, </s> not
+counted), so a batch is decoded in groups of sentences with equal limits.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ from torch import nn
 
 from slimbert.config import ModelConfig, Seq2SeqTransformerConfig
 from slimbert.errors import CheckpointError
-from slimbert.generation.search import Hypothesis, SearchConfig
+from slimbert.generation.search import Hypothesis, SearchConfig, length_limits
 from slimbert.generation.translation import Translations, translate_ids
 from slimbert.io import replace_dir
 from slimbert.models.seq2seq import Seq2SeqTransformer
@@ -125,6 +124,14 @@ def _stack(spec, model: Seq2SeqTransformer, decoder: bool) -> None:
         _norm(spec.layer_norm, stack.final_norm)
 
 
+def pieces_by_id(tokenizer: SubwordTokenizer) -> list[str]:
+    """The vocabulary's pieces in id order (CTranslate2 speaks in pieces, slimbert in ids)."""
+    pieces = sorted(tokenizer.vocab, key=tokenizer.vocab.get)
+    if [tokenizer.vocab[t] for t in pieces] != list(range(len(pieces))):
+        raise CheckpointError("the vocabulary's ids are not 0..V-1; CTranslate2 needs a dense vocabulary")
+    return pieces
+
+
 def ctranslate2_spec(model: Seq2SeqTransformer, tokenizer: SubwordTokenizer):
     """The CTranslate2 `TransformerSpec` of `model`, with its vocabulary and special tokens."""
     ctranslate2_module()  # a clear error when it is missing
@@ -145,9 +152,7 @@ def ctranslate2_spec(model: Seq2SeqTransformer, tokenizer: SubwordTokenizer):
     spec.decoder.projection.weight = output
     _stack(spec.encoder, model, decoder=False)
     _stack(spec.decoder, model, decoder=True)
-    tokens = sorted(tokenizer.vocab, key=tokenizer.vocab.get)
-    if [tokenizer.vocab[t] for t in tokens] != list(range(len(tokens))):
-        raise CheckpointError("the vocabulary's ids are not 0..V-1; CTranslate2 needs a dense vocabulary")
+    tokens = pieces_by_id(tokenizer)
     spec.register_source_vocabulary(tokens)
     spec.register_target_vocabulary(tokens)
     spec.config.layer_norm_epsilon = config.layer_norm_eps
@@ -205,7 +210,7 @@ class CTranslate2Translator:
                                                      inter_threads=1, intra_threads=threads)
         except (RuntimeError, ValueError) as e:
             raise CheckpointError(f"{directory}: CTranslate2 cannot load it ({e})") from None
-        self.id_to_token = sorted(self.tokenizer.vocab, key=self.tokenizer.vocab.get)
+        self.id_to_token = pieces_by_id(self.tokenizer)
         self.suppressed = [[self.id_to_token[self.config.pad_token_id]],
                            [self.id_to_token[self.config.bos_token_id]]]
 
@@ -214,8 +219,8 @@ class CTranslate2Translator:
 
         CTranslate2 has one length limit per call, so the batch is decoded in groups of equal
         limit (in a length-sorted batch, a few)."""
-        cap = min(search.max_length, self.config.max_target_length)
-        limits = [max(1, min(cap, int(search.max_len_a * len(row)) + search.max_len_b)) for row in ids]
+        limits = length_limits(torch.tensor([len(row) for row in ids]), search,
+                               self.config.max_target_length).tolist()
         out: list[list[Hypothesis]] = [[] for _ in ids]
         for limit in sorted(set(limits)):
             group = [i for i, n in enumerate(limits) if n == limit]

@@ -83,7 +83,7 @@ def _hf_engine(model, tokenizer) -> Callable[[Sequence[str], SearchConfig, int],
 
     def decode_batch(ids: list[list[int]], search: SearchConfig) -> list[list[Hypothesis]]:
         input_ids, mask = pad_ids(ids, config.pad_token_id)
-        limit = int(length_limits(mask, search, config.max_target_length).max())
+        limit = int(length_limits(mask.sum(1), search, config.max_target_length).max())
         options = {"num_beams": search.beam_size, "do_sample": False, "max_new_tokens": limit,
                    "min_new_tokens": search.min_length, "num_return_sequences": 1}
         if search.beam_size > 1:  # slimbert's rule: a sentence is done with K finished hypotheses
@@ -126,14 +126,11 @@ def engines_for(checkpoint: Path, backends: Sequence[str], workdir: Path, thread
                 engines.append(Engine(label, backend, _torch_translate(net, tokenizer), _bytes(files)))
                 continue
             if backend.startswith("ctranslate2"):
-                target = workdir / "ctranslate2"
-                if not target.exists():
-                    export_ctranslate2(model, tokenizer, target)
-                engine = CTranslate2Translator(target, compute_type="int8" if backend.endswith("int8") else "float32",
-                                               threads=threads)
-                size = _bytes(target) // (4 if backend.endswith("int8") else 1)
+                int8 = backend.endswith("int8")
+                target = export_ctranslate2(model, tokenizer, workdir / backend, int8=int8)
+                engine = CTranslate2Translator(target, compute_type="int8" if int8 else "float32", threads=threads)
                 engines.append(Engine(label, backend, lambda lines, search, bs, e=engine: e.translate(lines, search, bs),
-                                      size))
+                                      _bytes(target)))
                 continue
             try:
                 engines.append(Engine(label, backend, _hf_engine(model, tokenizer), _bytes(checkpoint)))

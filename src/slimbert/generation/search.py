@@ -88,9 +88,9 @@ class Hypothesis:
     log_prob: float  # sum of the tokens' log-probabilities, </s> included
 
 
-def length_limits(attention_mask: torch.Tensor, config: SearchConfig, model_max: int) -> torch.Tensor:
-    """(B,) the most tokens each sentence may generate, </s> included."""
-    source = attention_mask.sum(1).float()  # (B,)
+def length_limits(source_lengths: torch.Tensor, config: SearchConfig, model_max: int) -> torch.Tensor:
+    """(B,) the most tokens each sentence may generate, </s> included, from its source's length."""
+    source = source_lengths.float()  # (B,)
     limit = (config.max_len_a * source).floor().long() + config.max_len_b
     return limit.clamp(1, min(config.max_length, model_max))
 
@@ -124,7 +124,7 @@ def start(model: Seq2SeqDecoder, input_ids: torch.Tensor, attention_mask: torch.
     (no mask: every token is real)."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    limits = length_limits(attention_mask, config, model.config.max_target_length).cpu()
+    limits = length_limits(attention_mask.sum(1), config, model.config.max_target_length).cpu()
     return limits, model.start_decoding(input_ids, attention_mask, config.use_cache)
 
 
