@@ -106,3 +106,43 @@ def test_seeds_of_one_recipe_are_pooled():
     text = markdown(rows, {"date": "d", "machine": "m", "torch": "t", "threads": 1, "sentences": 4,
                            "batch_size": 2, "latency_sentences": 1, "rounds": 1})
     assert "| kd | torch | greedy | 3 | 32.00 ± 2.00 | 33.00 ± 2.00 | 220 ± 20 | 2.20x |" in text
+
+
+def test_report_on_translation_models_benches_the_teacher_first(files, tmp_path, capsys):
+    """`slimbert report STUDENT` finds the teacher in the student's results.json and measures both
+    on the teacher's validation pairs: the teacher's beam search is the baseline of every ratio."""
+    root, models = files
+    teacher, student = models
+    (teacher / "results.json").write_text(json.dumps({"valid": [str(root / "src.txt"), str(root / "ref.txt")]}))
+    (student / "results.json").write_text(json.dumps({"teacher": str(teacher)}))
+    try:
+        code = main(["report", str(student), "--beam", "2", "--rounds", "1", "--threads", "1", "--no-progress",
+                     "--out", str(tmp_path / "r")])
+    finally:
+        (teacher / "results.json").unlink()
+        (student / "results.json").unlink()
+    assert code == 0
+    result = json.loads((tmp_path / "r" / "report.json").read_text())
+    rows = {(r["model"], r["search"]): r for r in result["rows"]}
+    assert set(rows) == {(m, s) for m in ("model0", "model1") for s in ("greedy", "beam 2")}
+    assert rows[("model0", "beam 2")]["vs_first_beam"] == pytest.approx(1.0)
+    assert result["meta"]["sentences"] == len(SOURCES) and (tmp_path / "r" / "report.png").exists()
+    assert "| model1 | torch | greedy |" in capsys.readouterr().out
+
+
+def test_report_on_translation_models_refuses_encoder_options(files, tmp_path, capsys):
+    _, models = files
+    for extra, message in ((["--backend", "onnxruntime"], "backend 'onnxruntime' serves encoders"),
+                           (["--task", "sst2"], "give --src and --ref for translation models"),
+                           (["--src", "x.de"], "give --src and --ref together")):
+        code = main(["report", str(models[1]), "--teacher", str(models[0]), *extra, "--out", str(tmp_path / "r")])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_frontier_keeps_the_points_nothing_beats():
+    from slimbert.evaluation.bench_run import frontier
+
+    points = [(1.0, 35.0), (2.0, 34.0), (1.5, 33.0), (4.0, 30.0), (4.0, 31.0), (0.5, 36.0), (3.0, 29.0)]
+    assert [points[i] for i in frontier(points)] == [(4.0, 31.0), (2.0, 34.0), (1.0, 35.0), (0.5, 36.0)]
+    assert frontier([]) == [] and frontier([(1.0, 1.0)]) == [0]

@@ -52,6 +52,10 @@ PROBLEM_TYPES = ("single_label_classification", "regression")
 Backend = Literal["torch", "torch-int8", "torch-int8-all", "torch-bf16", "onnxruntime", "onnxruntime-int8", "hf",
                   "torch-cuda", "torch-cuda-bf16"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
+# How a translation model can be served (`slimbert bench-seq2seq`).
+Seq2SeqBackend = Literal["torch", "torch-int8", "torch-int8-all", "torch-bf16", "ctranslate2", "ctranslate2-int8",
+                         "hf"]
+SEQ2SEQ_BACKENDS: tuple[str, ...] = get_args(Seq2SeqBackend)
 
 
 class ModelConfig:

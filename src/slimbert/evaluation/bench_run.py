@@ -25,15 +25,22 @@ from tqdm.auto import tqdm
 from slimbert.checkpoint import load_config, load_model, load_tokenizer
 from slimbert.data.batching import EncodedDataset, encode_examples, throughput_batches
 from slimbert.data.readers import Example
-from slimbert.errors import CheckpointError, SlimbertError
-from slimbert.hardware import detect_machine
 from slimbert.data.sources import TaskData
 from slimbert.data.tasks import TASKS
+from slimbert.errors import CheckpointError, SlimbertError
 from slimbert.evaluation.backends import REFERENCES, BackendUnavailable, build, check_backend, load
-from slimbert.evaluation.bench import (forward_flops, latency_batch, matmul_peak_gflops, measure_latency,
-                                       peak_memory_mb, size_of, timed_pass)
+from slimbert.evaluation.bench import (
+    forward_flops,
+    latency_batch,
+    matmul_peak_gflops,
+    measure_latency,
+    peak_memory_mb,
+    size_of,
+    timed_pass,
+)
 from slimbert.evaluation.metrics import compute_metrics
 from slimbert.evaluation.probe_cache import cached, file_stamp
+from slimbert.hardware import detect_machine
 from slimbert.io import atomic_write, atomic_write_text
 
 SEQ_LENS = (16, 32, 128)
@@ -288,6 +295,25 @@ def ratio_axis(ax) -> None:
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}x" if v in (2, 3, 4, 6, 8) else ""))
 
 
+def frontier(points: list[tuple[float, float]]) -> list[int]:
+    """The Pareto frontier of (speed, score) points, both higher-is-better: the indices of the
+    points that no other point beats on one axis without losing on the other, fastest first."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1]))
+    kept: list[int] = []
+    for i in order:  # from the fastest down, a point joins when it scores above all faster ones
+        if not kept or points[i][1] > points[kept[-1]][1]:
+            kept.append(i)
+    return kept
+
+
+def draw_frontier(ax, points: list[tuple[float, float]]) -> None:
+    """The frontier of `points` as a grey step line: the best score reachable at each speed."""
+    front = sorted(points[i] for i in frontier(points))
+    if len(front) > 1:
+        ax.step([x for x, _ in front], [y for _, y in front], where="pre", color="gray", lw=1, alpha=0.6,
+                zorder=0, label="frontier")
+
+
 def plot(rows: list[BenchRow], meta: dict, path: Path) -> None:
     """Accuracy against throughput ratio, one point per (model, backend): the frontier. Colour is
     the model and marker the backend, both explained in legends beside the axes."""
@@ -301,12 +327,13 @@ def plot(rows: list[BenchRow], meta: dict, path: Path) -> None:
     models = list(dict.fromkeys(model_name(r.model) for r in rows))
     colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
     fig, ax = plt.subplots(figsize=(9, 5))
-    for r in rows:
-        if r.score is None:
-            continue
+    scored = [r for r in rows if r.score is not None]
+    for r in scored:
         ax.scatter(r.throughput / base.throughput, 100 * r.score, s=60, color=colours[model_name(r.model)],
                    marker=BACKEND_MARKERS.get(r.backend, "o"))
+    draw_frontier(ax, [(r.throughput / base.throughput, 100 * r.score) for r in scored])
     handles = [Line2D([], [], color=colours[m], marker="o", ls="", label=m) for m in models]
+    handles.append(Line2D([], [], color="gray", lw=1, alpha=0.6, label="frontier"))
     if base.score is not None:
         ax.axhline(100 * base.score - 1, color="gray", lw=0.8, ls=":")
         handles.append(Line2D([], [], color="gray", lw=0.8, ls=":", label=f"1 point below {model_name(base.model)}"))

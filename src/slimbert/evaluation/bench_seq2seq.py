@@ -42,17 +42,17 @@ from slimbert.checkpoint import save_checkpoint
 from slimbert.compress.export_ctranslate2 import CTranslate2Translator, export_ctranslate2
 from slimbert.compress.export_marian import to_marian
 from slimbert.compress.quantize import quantize_int8, to_bf16
+from slimbert.config import SEQ2SEQ_BACKENDS
 from slimbert.data.parallel import pad_ids
 from slimbert.errors import CheckpointError, SlimbertError
+from slimbert.evaluation.bench_run import draw_frontier, ratio_axis
 from slimbert.evaluation.bleu import bleu_scores
 from slimbert.evaluation.report import SEED_SUFFIX
 from slimbert.generation import Hypothesis, SearchConfig, translate
 from slimbert.generation.search import length_limits
 from slimbert.generation.translation import Translations, translate_ids
 from slimbert.hardware import detect_machine
-from slimbert.io import atomic_write_text
-
-SEQ2SEQ_BACKENDS = ("torch", "torch-int8", "torch-int8-all", "torch-bf16", "ctranslate2", "ctranslate2-int8", "hf")
+from slimbert.io import atomic_write, atomic_write_text
 
 
 class BackendUnavailable(SlimbertError):
@@ -290,41 +290,63 @@ def markdown(rows: list[Row], meta: dict, command: str = "") -> str:
 
 
 def plot(rows: list[Row], path: Path) -> None:
-    """BLEU against tokens/s (log scale): a colour per backend, o for greedy and s for beam
-    search, and the model's name beside its points when there are several models."""
+    """BLEU against throughput relative to the first model's beam search (log scale), as for the
+    encoders: a colour per backend, o for greedy and s for beam search, the model's name beside its
+    points when there are several models, the frontier, and lines at the first model's beam BLEU
+    and 1 BLEU below it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    relative = all(r.vs_first_beam is not None for r in rows)
+    x = {id(r): r.vs_first_beam if relative else r.tokens_per_s for r in rows}
+    fig, ax = plt.subplots(figsize=(9, 5.5))
     colours = {b: plt.get_cmap("tab10")(i) for i, b in enumerate(SEQ2SEQ_BACKENDS)}
     several = len({r.model for r in rows}) > 1
     for backend in dict.fromkeys(r.backend for r in rows):
         for search_kind, marker in (("greedy", "o"), ("beam", "s")):
             mine = [r for r in rows if r.backend == backend and r.search.startswith(search_kind)]
             if mine:
-                ax.scatter([r.tokens_per_s for r in mine], [r.bleu for r in mine], marker=marker, s=40,
+                ax.scatter([x[id(r)] for r in mine], [r.bleu for r in mine], marker=marker, s=40,
                            color=colours[backend], label=backend if search_kind == "greedy" else None)
     if several:
         for r in rows:
-            ax.annotate(r.model, (r.tokens_per_s, r.bleu), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("generated tokens per second (log)")
+            ax.annotate(r.model, (x[id(r)], r.bleu), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    draw_frontier(ax, [(x[id(r)], r.bleu) for r in rows])
+    handles, _ = ax.get_legend_handles_labels()
+    first = rows[0].model
+    base = next((r for r in rows if r.model == first and r.backend == "torch" and r.search.startswith("beam")),
+                None)
+    if base is not None:
+        ax.axhline(base.bleu, color="gray", lw=0.8, ls="--")
+        ax.axhline(base.bleu - 1, color="gray", lw=0.8, ls=":")
+        handles.append(Line2D([], [], color="gray", lw=0.8, ls=":", label=f"1 BLEU below {first}'s {base.search}"))
+    if relative:
+        ratio_axis(ax)
+        ax.set_xlabel(f"generated tokens per second relative to {first}'s torch "
+                      f"{base.search if base else 'greedy'} (log)")
+    else:
+        ax.set_xscale("log")
+        ax.set_xlabel("generated tokens per second (log)")
     ax.set_ylabel("sacreBLEU (cased)")
     ax.set_title("BLEU against throughput (o greedy, s beam search)")
-    ax.legend(fontsize=8)
-    ax.grid(True, alpha=0.3)
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png", bbox_inches="tight"))
     plt.close(fig)
 
 
-def write_bench_seq2seq(rows: list[Row], meta: dict, out: str | Path, command: str = "") -> Path:
+def write_bench_seq2seq(rows: list[Row], meta: dict, out: str | Path, command: str = "",
+                        stem: str = "bench") -> Path:
+    """OUT/STEM.json, STEM.md and STEM.png (`slimbert report` writes report.*)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "bench.json", json.dumps({"meta": meta, "command": command, "rows": [asdict(r) for r in rows],
-                                                      "seeds_pooled": pooled(rows)}, indent=2) + "\n")
-    atomic_write_text(out / "bench.md", markdown(rows, meta, command))
-    plot(rows, out / "bench.png")
+    atomic_write_text(out / f"{stem}.json", json.dumps({"meta": meta, "command": command,
+                                                        "rows": [asdict(r) for r in rows],
+                                                        "seeds_pooled": pooled(rows)}, indent=2) + "\n")
+    atomic_write_text(out / f"{stem}.md", markdown(rows, meta, command))
+    plot(rows, out / f"{stem}.png")
     return out

@@ -25,8 +25,8 @@ import torch
 
 from slimbert.checkpoint import check_same_vocabulary, load_tokenizer
 from slimbert.data.sources import TaskData
-from slimbert.evaluation.bench_run import (BACKEND_MARKERS, backend_handles, counted, measure_pairs,
-                                           model_name, ratio_axis, scored_on)
+from slimbert.evaluation.bench_run import (BACKEND_MARKERS, backend_handles, counted, draw_frontier,
+                                           measure_pairs, model_name, ratio_axis, scored_on)
 from slimbert.hardware import detect_machine
 from slimbert.io import atomic_write, atomic_write_text
 
@@ -176,9 +176,12 @@ def plot(summary: list[dict], metric: str, task: str, path: Path, max_labels: in
                     markersize=14 if s["name"] == "teacher" else 8, capsize=3, color=colours[model])
         if labelled:
             ax.annotate(s["name"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    draw_frontier(ax, [(s["throughput_ratio"], 100 * s["score_mean"]) for s in summary
+                       if 100 * s["score_mean"] >= floor])
     ax.axhline(teacher, color="gray", lw=0.8, ls="--")
     ax.axhline(teacher - 1, color="gray", lw=0.8, ls=":")
-    handles = [Line2D([], [], color="gray", lw=0.8, ls=":", label="1 point below the teacher")]
+    handles = [Line2D([], [], color="gray", lw=0.8, ls=":", label="1 point below the teacher"),
+               Line2D([], [], color="gray", lw=1, alpha=0.6, label="frontier (mean over seeds)")]
     if not labelled:
         handles += [Line2D([], [], color=colours[m], marker="o", ls="", label=m) for m in models]
         handles += backend_handles(s["backend"] for s in summary)

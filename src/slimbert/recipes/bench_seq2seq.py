@@ -41,7 +41,7 @@ class BenchSeq2SeqConfig:
             raise ConfigError(f"unknown backend {unknown[0]!r}; choose from {', '.join(SEQ2SEQ_BACKENDS)}")
 
 
-def bench_seq2seq(config: BenchSeq2SeqConfig) -> Path:
+def bench_seq2seq(config: BenchSeq2SeqConfig, stem: str = "bench") -> Path:
     pairs = read_parallel(config.src, config.ref)
     if not len(pairs):
         raise DataError(f"{config.src} / {config.ref}: no sentence pairs")
@@ -59,4 +59,4 @@ def bench_seq2seq(config: BenchSeq2SeqConfig) -> Path:
                                    latency_sentences=config.latency_sentences, rounds=config.rounds,
                                    threads=config.threads, max_len_a=config.max_len_a,
                                    max_len_b=config.max_len_b, progress=config.progress)
-    return write_bench_seq2seq(rows, meta, out, "slimbert " + " ".join(sys.argv[1:]))
+    return write_bench_seq2seq(rows, meta, out, "slimbert " + " ".join(sys.argv[1:]), stem)
