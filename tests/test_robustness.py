@@ -446,6 +446,7 @@ OUT_COMMANDS = {
     "prune": ["--model", "m", "--heads", "0.5"],
     "quantize": ["--model", "m"],
     "export": ["--model", "m", "--format", "hf"],
+    "average": ["m1", "m2"],
     "bench": ["--model", "m"],
     "bench-seq2seq": ["--model", "m", "--src", "s", "--ref", "r"],
     "optimize": ["--model", "m"],

@@ -422,3 +422,33 @@ def save_checkpoint(model: nn.Module, tokenizer: Tokenizer | None, directory: st
     if tokenizer is not None:
         tokenizer.save(directory)
     return directory
+
+
+def average_checkpoints(specs: list[str | Path]) -> nn.Module:
+    """The model whose every weight is the mean of that weight in `specs` (checkpoint averaging,
+    as fairseq's `average_checkpoints.py`): usually the last few epochs of one run, which sit
+    around one minimum, so that their mean scores better than any of them. The checkpoints must
+    have the same config (apart from dtype); integer buffers must be equal. Sums run in float64,
+    one checkpoint in memory at a time."""
+    if not specs:
+        raise CheckpointError("no checkpoint to average")
+    first = resolve(specs[0])
+    reference = load_config(first)
+    if getattr(reference, "quantization", None) is not None:
+        raise CheckpointError(f"{first}: an int8 checkpoint; average the fp32 checkpoints, then quantize")
+    model = load_model(first).float()
+    sums = {k: v.double() if v.is_floating_point() else v.clone() for k, v in model.state_dict().items()}
+    for spec in specs[1:]:
+        directory = resolve(spec)
+        config = load_config(directory)
+        if config.replace(dtype=reference.dtype).to_dict() != reference.to_dict():
+            raise CheckpointError(f"{directory}: its config.json differs from {first}'s; only checkpoints "
+                                  "of one architecture can be averaged")
+        for k, v in load_model(directory).float().state_dict().items():
+            if v.is_floating_point():
+                sums[k] += v.double()
+            elif not torch.equal(v, sums[k]):
+                raise CheckpointError(f"{directory}: buffer {k} differs from {first}'s")
+    n = len(specs)
+    model.load_state_dict({k: (v / n).float() if v.is_floating_point() else v for k, v in sums.items()})
+    return model.eval()

@@ -410,6 +410,20 @@ def run_quantize(args) -> int:
     return 0
 
 
+def options_average(p: argparse.ArgumentParser) -> None:
+    from slimbert.recipes.average import AverageConfig
+
+    add_options(p, AverageConfig)
+
+
+def run_average(args) -> int:
+    from slimbert.recipes.average import AverageConfig, average
+
+    out, chosen = average(build(AverageConfig, args))
+    print(f"wrote the average of {len(chosen)} checkpoints ({', '.join(str(c) for c in chosen)}) to {out}")
+    return 0
+
+
 def options_export(p: argparse.ArgumentParser) -> None:
     from slimbert.recipes.export import ExportConfig
 
@@ -725,6 +739,8 @@ COMMANDS = {
                      "physically smaller and config.json records it."),
     "quantize": Command("int8 (dynamic) or bf16 copy of a checkpoint, for CPU serving",
                         options_quantize, run_quantize),
+    "average": Command("checkpoint averaging: the mean of several checkpoints' weights (e.g. a run's last "
+                       "epochs)", options_average, run_average),
     "export": Command("export to ONNX, or to a checkpoint stock transformers loads",
                       options_export, run_export),
     "bench": Command("latency, throughput, memory and size of checkpoints x backends",

@@ -11,6 +11,7 @@ the checkpoint with the best BLEU is kept in OUT, the latest in OUT/last for --r
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -20,22 +21,30 @@ from typing import Literal
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from slimbert.checkpoint import load_model
+from slimbert.checkpoint import average_checkpoints, load_model, save_checkpoint
 from slimbert.config import Seq2SeqConfig, Seq2SeqLSTMConfig, Seq2SeqTransformerConfig
 from slimbert.data.batching import length_bucketed_batches
-from slimbert.data.parallel import (ParallelDataset, ParallelText, collate_pairs, encode_parallel,
-                                    parallel_batches, read_parallel)
+from slimbert.data.parallel import (
+    ParallelDataset,
+    ParallelText,
+    collate_pairs,
+    encode_parallel,
+    parallel_batches,
+    read_parallel,
+)
 from slimbert.errors import CheckpointError, ConfigError, DataError
 from slimbert.evaluation.bleu import bleu_scores
 from slimbert.generation import SearchConfig, translate
 from slimbert.hardware import autocast
+from slimbert.io import atomic_write_text
 from slimbert.models import build_model, count_parameters
 from slimbert.recipes.common import fraction, positive, resume_point, run_and_record, seed_everything
 from slimbert.subword import SubwordTokenizer
 from slimbert.training.losses import label_smoothed_cross_entropy
 from slimbert.training.objectives import Seq2SeqObjective
-from slimbert.training.trainer import TrainConfig, Trainer
+from slimbert.training.trainer import TrainConfig, Trainer, epoch_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +89,14 @@ class TrainSeq2SeqConfig:
     valid_beam: int = 1  # beam size of the validation translations (1: greedy, fastest)
     max_valid_lines: int | None = None  # score only the first N validation pairs (faster epochs)
     no_empty_lines: bool = False  # an empty line is an error (default: the pair is skipped and counted)
+    # also write OUT/averaged: the mean of the last N epochs' weights (checkpoint averaging), scored
+    # on the validation pairs beside the best epoch
+    average_last: int | None = None
     resume: bool = False  # continue from OUT/last
 
     def __post_init__(self) -> None:
         positive(self, "vocab_size", "hidden_size", "layers", "heads", "ffn_size", "embedding_dim",
-                 "valid_beam", "max_valid_lines")
+                 "valid_beam", "max_valid_lines", "average_last")
         fraction(self, "dropout", "attention_dropout", "label_smoothing")
         if self.max_length < 2:
             raise ConfigError(f"max_length must be at least 2 (a token and </s>), got {self.max_length}")
@@ -185,6 +197,8 @@ def first_pairs(text: ParallelText, n: int | None) -> ParallelText:
 def train_seq2seq(config: TrainSeq2SeqConfig, train: TrainConfig | None = None) -> dict:
     """Train a translation model; returns the results (also in OUT/results.json)."""
     train = train or TrainConfig(**train_defaults(config))
+    if config.average_last:
+        train = dataclasses.replace(train, keep_epochs=max(train.keep_epochs, config.average_last))
     out = Path(config.out)
     last = resume_point(out, config.resume)
     train_text = read_pairs(config.train_src, config.train_tgt, config.no_empty_lines)
@@ -214,9 +228,8 @@ def train_seq2seq(config: TrainSeq2SeqConfig, train: TrainConfig | None = None) 
     objective = Seq2SeqObjective(config.label_smoothing, config.teacher_forcing, config.teacher_forcing_end,
                                  calls)
     out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(net, objective, source, train, out, tokenizer=tokenizer,
-                      evaluate=validator(valid_text, valid_set, tokenizer, config.valid_beam,
-                                         train.precision),
+    evaluate = validator(valid_text, valid_set, tokenizer, config.valid_beam, train.precision)
+    trainer = Trainer(net, objective, source, train, out, tokenizer=tokenizer, evaluate=evaluate,
                       main_metric="bleu")
     log.info("training a %s (%.2f M parameters) on %s: %d steps on %s", config.arch,
              count_parameters(net) / 1e6, train_text.summary(), trainer.total_steps(), trainer.device)
@@ -235,4 +248,21 @@ def train_seq2seq(config: TrainSeq2SeqConfig, train: TrainConfig | None = None) 
         "main_metric": "bleu",
         "model_config": mc.to_dict(),
     }
-    return run_and_record(trainer, out, config.resume, results)
+    results = run_and_record(trainer, out, config.resume, results)
+    if config.average_last:
+        results["averaged"] = average_last_epochs(out, config.average_last, tokenizer, evaluate)
+        atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    return results
+
+
+def average_last_epochs(out: Path, n: int, tokenizer: SubwordTokenizer, evaluate) -> dict:
+    """Average the last `n` epoch models of the run in `out` into OUT/averaged and score it with
+    `evaluate`; returns the epochs averaged and the scores."""
+    kept = epoch_checkpoints(out)[-n:]
+    if len(kept) < n:
+        log.warning("%s: %d epoch models kept, fewer than the %d to average", out, len(kept), n)
+    averaged = save_checkpoint(average_checkpoints(kept), tokenizer, out / "averaged")
+    metrics = evaluate(load_model(averaged))
+    tqdm.write(f"average of {len(kept)} epochs ({kept[0].name} to {kept[-1].name}): "
+               + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + f"; saved to {averaged}")
+    return {"epochs": [int(k.name.split("-")[1]) for k in kept], "path": str(averaged), **metrics}

@@ -90,6 +90,7 @@ class TrainConfig:
     log_every_steps: int = 50  # read the loss back from the device for the progress bar every N steps
     eval_every_steps: int = 0  # also evaluate, and keep the best model, every N steps (0: at epoch ends only)
     save_every_steps: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
+    keep_epochs: int = 0  # also keep the model of each of the last N epochs in OUT/epochs/ (for averaging)
     max_bad_steps: int = 10  # consecutive non-finite losses that stop the run
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
     progress: bool = True  # show a progress bar
@@ -121,6 +122,7 @@ class TrainConfig:
         require(self.log_every_steps >= 1, "log_every_steps", "at least 1")
         require(self.eval_every_steps >= 0, "eval_every_steps", "0 (off) or more")
         require(self.save_every_steps >= 0, "save_every_steps", "0 (off) or more")
+        require(self.keep_epochs >= 0, "keep_epochs", "0 (off) or more")
         require(self.max_bad_steps >= 1, "max_bad_steps", "at least 1")
         require(self.report_to in get_args(ReportTo), "report_to", f"one of {get_args(ReportTo)}")
         check_device(self.device, self.precision)  # a device this machine has, before any work
@@ -288,6 +290,8 @@ class Trainer:
             if epoch_done:
                 st.epoch, st.step_in_epoch = epoch + 1, 0
             self._record()
+            if epoch_done and cfg.keep_epochs:
+                self._keep_epoch()
             self._save_last()
         bar.close()
         if self._writer is not None:
@@ -506,6 +510,19 @@ class Trainer:
         if self.world > 1:
             dist.barrier()
 
+    def _keep_epoch(self) -> None:
+        """Save the model as OUT/epochs/epoch-NNN (a checkpoint directory, swapped in whole) and
+        remove the epochs older than the last `keep_epochs`."""
+        model = self._whole_model()
+        if self.rank == 0:
+            epochs = self.out / "epochs"
+            staged = epochs / ".staging"
+            shutil.rmtree(staged, ignore_errors=True)
+            save_checkpoint(model, self.tokenizer, staged)
+            replace_dir(staged, epochs / f"epoch-{self.state.epoch:03d}")
+            for old in epoch_checkpoints(self.out)[:-self.cfg.keep_epochs]:
+                shutil.rmtree(old)
+
     def _load_last(self) -> None:
         last = existing_dir(self.out / "last")
         if last is None or not (last / STATE_NAME).exists():
@@ -558,6 +575,12 @@ class Trainer:
             atomic_write_text(self.out / "train_log.jsonl", lines)
         log.info("resumed from %s at epoch %d, step %d", last, self.state.epoch, self.state.global_step)
 
+
+
+def epoch_checkpoints(out: str | Path) -> list[Path]:
+    """The epoch models a run kept (`keep_epochs`), oldest first."""
+    epochs = Path(out) / "epochs"
+    return sorted(epochs.glob("epoch-[0-9][0-9][0-9]")) if epochs.is_dir() else []
 
 
 def read_training_state(path: Path) -> dict:
