@@ -663,10 +663,10 @@ def _print_translations(result, nbest: int, first_line: int = 1) -> None:
 
 def run_translate(args) -> int:
     from slimbert.data.parallel import read_text_lines
-    from slimbert.recipes.translate import TranslateConfig, load_translator, translate_lines
+    from slimbert.recipes.translate import TranslateConfig, translate_lines
 
     config = build(TranslateConfig, args)
-    model, tokenizer = load_translator(config.model, config.device, config.backend, config.compute_type)
+    model, tokenizer = config.load()
     if args.file and args.file != "-":
         lines = read_text_lines(args.file)
         _print_translations(translate_lines(config, lines, model, tokenizer), config.nbest)

@@ -51,6 +51,7 @@ from slimbert.subword import SubwordTokenizer
 
 SLIMBERT_CONFIG = "slimbert_config.json"  # the source model's config (CTranslate2 owns config.json)
 CT2_MODEL_FILE = "model.bin"
+VMAP_FILE = "vmap.txt"  # CTranslate2's vocabulary map, when exported with a target vocabulary
 # slimbert's hidden_act -> the name of CTranslate2's common_spec.Activation member
 CT2_ACTIVATIONS = {"relu": "RELU", "gelu": "GELU", "gelu_new": "GELUTanh",
                    "gelu_pytorch_tanh": "GELUTanh", "silu": "SWISH"}
@@ -164,9 +165,13 @@ def ctranslate2_spec(model: Seq2SeqTransformer, tokenizer: SubwordTokenizer):
 
 
 def export_ctranslate2(model: Seq2SeqTransformer, tokenizer: SubwordTokenizer, directory: str | Path,
-                       int8: bool = False) -> Path:
+                       int8: bool = False, target_vocabulary: Sequence[int] | None = None) -> Path:
     """Write the CTranslate2 model of `model` (int8 weights with `int8`) to `directory`, with
-    slimbert's tokenizer and config beside it. The directory appears whole or not at all."""
+    slimbert's tokenizer and config beside it. The directory appears whole or not at all.
+
+    `target_vocabulary` (piece ids, see `generation.target_vocabulary`) becomes CTranslate2's
+    vocabulary map (`vmap.txt`, its always-allowed pieces): the model then decodes over those
+    pieces only, as `SharedEmbeddings.restrict_output` does in PyTorch."""
     ctranslate2 = ctranslate2_module()
     spec = ctranslate2_spec(model.float().cpu().eval(), tokenizer)
 
@@ -178,6 +183,12 @@ def export_ctranslate2(model: Seq2SeqTransformer, tokenizer: SubwordTokenizer, d
     directory.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".{directory.name}.") as tmp:
         staged = Path(tmp) / "model"
+        if target_vocabulary is not None:
+            pieces = pieces_by_id(tokenizer)
+            vmap = Path(tmp) / VMAP_FILE
+            vmap.write_text("\t" + " ".join(pieces[i] for i in sorted(set(target_vocabulary))) + "\n",
+                            encoding="utf-8")  # an empty source n-gram: pieces always allowed
+            spec.register_vocabulary_mapping(str(vmap))
         _SpecConverter().convert(str(staged), quantization="int8" if int8 else None)
         tokenizer.save(staged)
         model.config.save(staged / SLIMBERT_CONFIG)
@@ -211,6 +222,7 @@ class CTranslate2Translator:
         except (RuntimeError, ValueError) as e:
             raise CheckpointError(f"{directory}: CTranslate2 cannot load it ({e})") from None
         self.id_to_token = pieces_by_id(self.tokenizer)
+        self.use_vmap = (directory / VMAP_FILE).exists()  # exported with a target vocabulary
         self.suppressed = [[self.id_to_token[self.config.pad_token_id]],
                            [self.id_to_token[self.config.bos_token_id]]]
 
@@ -228,7 +240,8 @@ class CTranslate2Translator:
                 [[self.id_to_token[t] for t in ids[i]] for i in group], beam_size=search.beam_size,
                 num_hypotheses=search.nbest, length_penalty=search.length_penalty,
                 max_decoding_length=max(limit - 1, 1), min_decoding_length=search.min_length,
-                suppress_sequences=self.suppressed, return_scores=True, return_end_token=False)
+                suppress_sequences=self.suppressed, return_scores=True, return_end_token=False,
+                use_vmap=self.use_vmap)
             for i, r in zip(group, results):
                 out[i] = [Hypothesis([self.tokenizer.vocab[t] for t in tokens], score, float("nan"))
                           for tokens, score in zip(r.hypotheses, r.scores)]

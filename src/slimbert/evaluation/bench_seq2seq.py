@@ -26,6 +26,7 @@ ratio: to torch fp32 of the same model and search, and to the first model's torc
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import statistics
@@ -48,11 +49,13 @@ from slimbert.errors import CheckpointError, SlimbertError
 from slimbert.evaluation.bench_run import draw_frontier, ratio_axis
 from slimbert.evaluation.bleu import bleu_scores
 from slimbert.evaluation.report import SEED_SUFFIX
-from slimbert.generation import Hypothesis, SearchConfig, translate
+from slimbert.generation import Hypothesis, SearchConfig, target_vocabulary, translate
 from slimbert.generation.search import length_limits
 from slimbert.generation.translation import Translations, translate_ids
 from slimbert.hardware import detect_machine
 from slimbert.io import atomic_write, atomic_write_text
+
+VOCAB = "+vocab"  # suffix of a backend served over the target vocabulary only (--target-vocabulary)
 
 
 class BackendUnavailable(SlimbertError):
@@ -101,8 +104,10 @@ def _hf_engine(model, tokenizer) -> Callable[[Sequence[str], SearchConfig, int],
 
 
 def engines_for(checkpoint: Path, backends: Sequence[str], workdir: Path, threads: int, label: str,
-                model, tokenizer) -> tuple[list[Engine], dict[str, str]]:
-    """Every backend of one loaded translation model; and why each unavailable one was skipped."""
+                model, tokenizer, vocabulary: Sequence[int] | None = None) -> tuple[list[Engine], dict[str, str]]:
+    """Every backend of one loaded translation model; and why each unavailable one was skipped.
+    With a target `vocabulary`, every torch and CTranslate2 backend is also served restricted
+    to it, as a backend of its own named BACKEND+vocab."""
     engines, skipped = [], {}
     machine = detect_machine()
     for backend in backends:
@@ -124,13 +129,23 @@ def engines_for(checkpoint: Path, backends: Sequence[str], workdir: Path, thread
             if net is not None:
                 files = checkpoint if net is model else save_checkpoint(net, tokenizer, workdir / backend)
                 engines.append(Engine(label, backend, _torch_translate(net, tokenizer), _bytes(files)))
+                if vocabulary is not None:
+                    restricted = copy.deepcopy(net)
+                    restricted.embeddings.restrict_output(vocabulary)
+                    engines.append(Engine(label, f"{backend}{VOCAB}", _torch_translate(restricted, tokenizer),
+                                          _bytes(files)))
                 continue
             if backend.startswith("ctranslate2"):
                 int8 = backend.endswith("int8")
-                target = export_ctranslate2(model, tokenizer, workdir / backend, int8=int8)
-                engine = CTranslate2Translator(target, compute_type="int8" if int8 else "float32", threads=threads)
-                engines.append(Engine(label, backend, lambda lines, search, bs, e=engine: e.translate(lines, search, bs),
-                                      _bytes(target)))
+                for name, allowed in ((backend, None), (f"{backend}{VOCAB}", vocabulary)):
+                    if name != backend and allowed is None:
+                        continue
+                    target = export_ctranslate2(model, tokenizer, workdir / name, int8=int8,
+                                                target_vocabulary=allowed)
+                    engine = CTranslate2Translator(target, compute_type="int8" if int8 else "float32",
+                                                   threads=threads)
+                    engines.append(Engine(label, name, lambda lines, search, bs, e=engine: e.translate(lines, search, bs),
+                                          _bytes(target)))
                 continue
             try:
                 engines.append(Engine(label, backend, _hf_engine(model, tokenizer), _bytes(checkpoint)))
@@ -166,13 +181,17 @@ class Row:
 def run_bench_seq2seq(models: Sequence[tuple[str, object, object, Path]], backends: Sequence[str],
                       sources: Sequence[str], references: Sequence[str], workdir: Path, beam: int = 5,
                       batch_size: int = 32, latency_sentences: int = 100, rounds: int = 3, threads: int = 2,
-                      max_len_a: float = 1.5, max_len_b: int = 10, progress: bool = True
-                      ) -> tuple[list[Row], dict]:
-    """Measure every (label, model, tokenizer, checkpoint dir) with every backend; rows and metadata."""
+                      max_len_a: float = 1.5, max_len_b: int = 10, progress: bool = True,
+                      target_text: Sequence[str] | None = None) -> tuple[list[Row], dict]:
+    """Measure every (label, model, tokenizer, checkpoint dir) with every backend; rows and metadata.
+    `target_text`: lines of target-language text whose pieces the BACKEND+vocab rows decode over."""
     torch.set_num_threads(threads)
-    engines, skipped = [], {}
+    engines, skipped, vocabulary_sizes = [], {}, {}
     for i, (label, model, tokenizer, checkpoint) in enumerate(models):
-        got, why = engines_for(checkpoint, backends, workdir / f"m{i}", threads, label, model, tokenizer)
+        vocabulary = target_vocabulary(tokenizer, target_text) if target_text else None
+        if vocabulary is not None:
+            vocabulary_sizes[label] = [len(vocabulary), len(tokenizer)]
+        got, why = engines_for(checkpoint, backends, workdir / f"m{i}", threads, label, model, tokenizer, vocabulary)
         engines += got
         skipped.update({f"{label} {b}": w for b, w in why.items()})
     if not engines:
@@ -222,6 +241,7 @@ def run_bench_seq2seq(models: Sequence[tuple[str, object, object, Path]], backen
             "torch": torch.__version__, "threads": threads, "sentences": len(sources),
             "latency_sentences": len(latency_lines), "batch_size": batch_size, "beam": beam, "rounds": rounds,
             "max_len_a": max_len_a, "max_len_b": max_len_b, "skipped": skipped,
+            "target_vocabulary": vocabulary_sizes,  # per model: [pieces kept, vocabulary size]
             "load_average": os.getloadavg()}
     return rows, meta
 
@@ -284,6 +304,10 @@ def markdown(rows: list[Row], meta: dict, command: str = "") -> str:
                          f"{e['bleu']:.2f} ± {e['bleu_sd']:.2f} | {e['legacy_bleu']:.2f} ± {e['legacy_bleu_sd']:.2f} | "
                          f"{e['tokens_per_s']:.0f} ± {e['tokens_per_s_sd']:.0f} | "
                          f"{fmt(e['vs_first_beam'], '.2f')}x |")
+    sizes = meta.get("target_vocabulary") or {}
+    if sizes:
+        lines.append("\n`+vocab` rows decode over the target vocabulary only (the pieces the --target-vocabulary "
+                     "text uses): " + ", ".join(f"{m} {k:,} of {v:,} pieces" for m, (k, v) in sizes.items()) + ".")
     for name, why in meta.get("skipped", {}).items():
         lines.append(f"\nSkipped {name}: {why}")
     return "\n".join(lines) + "\n"
@@ -303,7 +327,7 @@ def plot(rows: list[Row], path: Path) -> None:
     relative = all(r.vs_first_beam is not None for r in rows)
     x = {id(r): r.vs_first_beam if relative else r.tokens_per_s for r in rows}
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    colours = {b: plt.get_cmap("tab10")(i) for i, b in enumerate(SEQ2SEQ_BACKENDS)}
+    colours = {b: plt.get_cmap("tab20")(i) for i, b in enumerate(dict.fromkeys(r.backend for r in rows))}
     several = len({r.model for r in rows}) > 1
     for backend in dict.fromkeys(r.backend for r in rows):
         for search_kind, marker in (("greedy", "o"), ("beam", "s")):

@@ -3,7 +3,7 @@
 
 from slimbert.generation.search import (Hypothesis, SearchConfig, Seq2SeqDecoder, beam_search, generate,
                                         greedy_search)
-from slimbert.generation.translation import Translations, translate
+from slimbert.generation.translation import Translations, target_vocabulary, translate
 
 __all__ = ["Hypothesis", "SearchConfig", "Seq2SeqDecoder", "Translations", "beam_search", "generate",
-           "greedy_search", "translate"]
+           "greedy_search", "target_vocabulary", "translate"]

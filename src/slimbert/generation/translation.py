@@ -73,3 +73,11 @@ def translate(model: nn.Module, tokenizer: SubwordTokenizer, lines: Sequence[str
         return translate_ids(decode, tokenizer, lines, model.config.max_source_length, batch_size, progress)
     finally:
         model.train(was_training)
+
+
+def target_vocabulary(tokenizer: SubwordTokenizer, lines: Sequence[str]) -> list[int]:
+    """The pieces `lines` of target-language text use (e.g. the training targets), with </s> and
+    <unk>: the output vocabulary for `SharedEmbeddings.restrict_output`. A joint vocabulary
+    learned on both languages holds many pieces only the source language uses."""
+    ids = {i for row in tokenizer.encode([line for line in lines if line.strip()]) for i in row}
+    return sorted(ids | {tokenizer.eos_id, tokenizer.unk_id})

@@ -115,3 +115,21 @@ def restore_int8(model: nn.Module, sd: dict[str, torch.Tensor]) -> nn.Module:
                                           f"{tuple(input_scale.shape)}; expected ({q.shape[1]},)")
                 set_input_scale(modules[name], input_scale)
     return model
+
+
+def int8_rows(linear: nn.Module, rows: torch.Tensor) -> nn.Module:
+    """A dynamic int8 Linear of the output rows `rows` of `linear` (int8, one scale per row): the
+    same integers and scales, so each kept output equals the full layer's. A SmoothQuant
+    `input_scale` is kept."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    with quiet_quantization():
+        weight = linear.weight()
+        scale, zero = weight.q_per_channel_scales()[rows], weight.q_per_channel_zero_points()[rows]
+        kept = torch.quantize_per_channel(weight.dequantize()[rows], scale, zero, 0, torch.qint8)
+        bias = linear.bias()
+        out = DynamicLinear(linear.in_features, len(rows), bias_=bias is not None, dtype=torch.qint8)
+        out.set_weight_bias(kept, None if bias is None else bias[rows])
+    if hasattr(linear, "input_scale"):
+        set_input_scale(out, linear.input_scale)
+    return out

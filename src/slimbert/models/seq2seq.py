@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimbert.config import Seq2SeqConfig, Seq2SeqLSTMConfig, Seq2SeqTransformerConfig
+from slimbert.models.int8 import int8_rows
 from slimbert.models.outputs import ModelOutput
 from slimbert.modules import (FeedForward, LearnedPositions, MultiHeadAttention, PackedLSTM, RotaryEmbedding,
                               SinusoidalPositions, StackCache, TransformerLayer, TransformerStack, activation,
@@ -69,7 +70,36 @@ class SharedEmbeddings(nn.Module):
         return (self.target_tokens or self.tokens)(ids)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:  # (..., dim) -> (..., V)
+        if self.shortlist is not None:
+            ids, projection = self.shortlist
+            logits = h.new_full((*h.shape[:-1], self.tokens.num_embeddings), -math.inf)
+            logits[..., ids] = projection(h)
+            return logits
         return self.output(h) if self.output is not None else F.linear(h, self.tokens.weight)
+
+    shortlist: tuple[torch.Tensor, nn.Module] | None = None  # (ids, their projection), see restrict_output
+
+    def restrict_output(self, ids: torch.Tensor | list[int] | None) -> None:
+        """Project onto the pieces `ids` only, e.g. those the target language uses (vocabulary
+        selection, as CTranslate2's vocabulary map): the projection, a large part of a decoding
+        step, shrinks to len(ids) rows, and every other piece gets logit -inf, so that no search
+        picks it. Kept pieces get the logits of the full projection. For serving: call it on the
+        model in its final form (device, int8); None restores the full vocabulary. The weights
+        and the checkpoint are unchanged."""
+        if ids is None:
+            self.shortlist = None
+            return
+        ids = torch.as_tensor(sorted(set(int(i) for i in ids)), dtype=torch.long)
+        full = self.output if self.output is not None else None
+        if full is not None and not isinstance(full, nn.Linear):  # a dynamic int8 Linear
+            projection = int8_rows(full, ids)
+        else:
+            weight = (full or self.tokens).weight
+            projection = nn.Linear(weight.shape[1], len(ids), bias=False, device=weight.device, dtype=weight.dtype)
+            with torch.no_grad():
+                projection.weight.copy_(weight[ids.to(weight.device)])
+        # a tuple, not a sub-module: the shortlist stays out of state_dict() and the checkpoint
+        self.shortlist = (ids.to(self.tokens.weight.device), projection.eval())
 
     def untie_output(self) -> None:
         """Give the output projection its own Linear, a copy of the tied matrix (the same

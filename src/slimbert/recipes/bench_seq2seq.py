@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slimbert.data.parallel import read_parallel
+from slimbert.data.parallel import read_parallel, read_text_lines
 from slimbert.errors import ConfigError, DataError
 from slimbert.evaluation.bench_seq2seq import SEQ2SEQ_BACKENDS, run_bench_seq2seq, write_bench_seq2seq
 from slimbert.recipes.common import positive
@@ -32,6 +32,9 @@ class BenchSeq2SeqConfig:
     threads: int = 2  # torch and CTranslate2 threads
     max_len_a: float = 1.5  # a translation has at most max_len_a * source tokens + max_len_b tokens
     max_len_b: int = 10  # (see --max-len-a)
+    # also serve every torch and CTranslate2 backend restricted to the pieces this file of
+    # target-language text uses (e.g. the training targets), as BACKEND+vocab rows
+    target_vocabulary: str | None = None
     progress: bool = True  # show a progress bar
 
     def __post_init__(self) -> None:
@@ -53,10 +56,13 @@ def bench_seq2seq(config: BenchSeq2SeqConfig, stem: str = "bench") -> Path:
     for label, spec in zip(labels, config.model):
         model, tokenizer = load_translator(spec, "cpu")
         models.append((label, model.eval(), tokenizer, Path(spec)))
+    target_text = read_text_lines(config.target_vocabulary) if config.target_vocabulary else None
+    if target_text is not None and not any(line.strip() for line in target_text):
+        raise DataError(f"{config.target_vocabulary}: no text to take a target vocabulary from")
     out = Path(config.out)
     rows, meta = run_bench_seq2seq(models, config.backend, pairs.sources[:n], pairs.targets[:n], out / "work",
                                    beam=config.beam, batch_size=config.batch_size,
                                    latency_sentences=config.latency_sentences, rounds=config.rounds,
                                    threads=config.threads, max_len_a=config.max_len_a,
-                                   max_len_b=config.max_len_b, progress=config.progress)
+                                   max_len_b=config.max_len_b, progress=config.progress, target_text=target_text)
     return write_bench_seq2seq(rows, meta, out, "slimbert " + " ".join(sys.argv[1:]), stem)

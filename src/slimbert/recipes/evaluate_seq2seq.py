@@ -14,7 +14,7 @@ from slimbert.data.parallel import read_parallel
 from slimbert.errors import DataError
 from slimbert.evaluation.bleu import bleu_scores
 from slimbert.io import atomic_write_text
-from slimbert.recipes.translate import TranslateConfig, load_translator, translate_lines
+from slimbert.recipes.translate import TranslateConfig, translate_lines
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def evaluate_seq2seq(config: EvaluateSeq2SeqConfig) -> dict:
         raise DataError(f"{config.src} / {config.ref}: no sentence pairs")
     if pairs.skipped_empty:
         log.warning("%s / %s: %s", config.src, config.ref, pairs.summary())
-    model, tokenizer = load_translator(config.model, config.device, config.backend, config.compute_type)
+    model, tokenizer = config.load()
     result = translate_lines(config, pairs.sources, model, tokenizer,
                              progress="translate" if config.progress else None)
     hypotheses = result.best

@@ -13,8 +13,9 @@ from torch import nn
 from slimbert.checkpoint import load_model, resolve
 from slimbert.compress.export_ctranslate2 import CTranslate2Translator, is_ctranslate2_dir
 from slimbert.config import Seq2SeqConfig
-from slimbert.errors import CheckpointError, ConfigError
-from slimbert.generation import SearchConfig, Translations, translate
+from slimbert.data.parallel import read_text_lines
+from slimbert.errors import CheckpointError, ConfigError, DataError
+from slimbert.generation import SearchConfig, Translations, target_vocabulary, translate
 from slimbert.hardware import resolve_device
 from slimbert.recipes.common import positive
 from slimbert.subword import SubwordTokenizer
@@ -38,6 +39,10 @@ class TranslateConfig:
     backend: Literal["torch", "ctranslate2"] = "torch"
     # ctranslate2: "default" (the weights as exported), "float32", "int8" (quantized on load), "bfloat16"...
     compute_type: str = "default"
+    # torch: restrict the output to the pieces this file of target-language text uses (e.g. the
+    # training targets): a smaller vocabulary projection, faster decoding (a CTranslate2 model
+    # takes it at export)
+    target_vocabulary: str | None = None
 
     def __post_init__(self) -> None:
         positive(self, "beam", "nbest", "batch_size")
@@ -46,7 +51,14 @@ class TranslateConfig:
                               "write the model with slimbert quantize)")
         if self.backend == "ctranslate2" and not self.kv_cache:
             raise ConfigError("--no-kv-cache applies to --backend torch")
+        if self.backend == "ctranslate2" and self.target_vocabulary:
+            raise ConfigError("--target-vocabulary applies to --backend torch; a CTranslate2 model takes it "
+                              "at export (slimbert export --format ctranslate2 --target-vocabulary FILE)")
         self.search()
+
+    def load(self) -> tuple[nn.Module | CTranslate2Translator, SubwordTokenizer]:
+        """The model and tokenizer these options name (see `load_translator`)."""
+        return load_translator(self.model, self.device, self.backend, self.compute_type, self.target_vocabulary)
 
     def search(self) -> SearchConfig:
         try:
@@ -58,9 +70,11 @@ class TranslateConfig:
 
 
 def load_translator(spec: str | Path, device: str = "auto", backend: str = "torch",
-                    compute_type: str = "default") -> tuple[nn.Module | CTranslate2Translator, SubwordTokenizer]:
+                    compute_type: str = "default", target_vocabulary: str | None = None
+                    ) -> tuple[nn.Module | CTranslate2Translator, SubwordTokenizer]:
     """A translation model and its joint vocabulary: a slimbert checkpoint directory (`torch`),
-    or an exported CTranslate2 directory (`ctranslate2`)."""
+    or an exported CTranslate2 directory (`ctranslate2`). `target_vocabulary`: a file of
+    target-language text whose pieces the torch model's output is restricted to."""
     directory = resolve(spec)
     if backend == "ctranslate2":
         engine = CTranslate2Translator(directory, "cuda" if resolve_device(device).type == "cuda" else "cpu",
@@ -77,7 +91,20 @@ def load_translator(spec: str | Path, device: str = "auto", backend: str = "torc
         raise CheckpointError(f"{directory}: tokenizer.json has {len(tokenizer)} pieces but config.json "
                               f"says vocab_size={model.config.vocab_size}: the vocabulary does not belong "
                               "to this model")
-    return model.to(resolve_device(device)), tokenizer
+    model = model.to(resolve_device(device))
+    if target_vocabulary:
+        model.embeddings.restrict_output(read_target_vocabulary(target_vocabulary, tokenizer))
+    return model, tokenizer
+
+
+def read_target_vocabulary(path: str | Path, tokenizer: SubwordTokenizer) -> list[int]:
+    """The pieces of a file of target-language text (see `generation.target_vocabulary`)."""
+    lines = read_text_lines(path)
+    if not any(line.strip() for line in lines):
+        raise DataError(f"{path}: no text to take a target vocabulary from")
+    ids = target_vocabulary(tokenizer, lines)
+    log.info("%s: the output is restricted to its %d pieces of %d", path, len(ids), len(tokenizer))
+    return ids
 
 
 def translate_lines(config: TranslateConfig, lines: Sequence[str],
@@ -85,7 +112,7 @@ def translate_lines(config: TranslateConfig, lines: Sequence[str],
                     tokenizer: SubwordTokenizer | None = None, progress: str | None = None) -> Translations:
     """Translate `lines` (an empty line gives an empty translation)."""
     if model is None or tokenizer is None:
-        model, tokenizer = load_translator(config.model, config.device, config.backend, config.compute_type)
+        model, tokenizer = config.load()
     if isinstance(model, CTranslate2Translator):
         result = model.translate(lines, config.search(), config.batch_size, progress)
     else:
