@@ -337,7 +337,7 @@ def test_distill_seq2seq_runs_end_to_end_and_the_student_translates(tmp_path, ca
     argv = ["distill-seq2seq", "--teacher", str(teacher), "--student", "transformer:enc_layers=2,dec_layers=1",
             *data, "--out", str(out), "--beam", "2", "--mix-references", "--word-kd-weight", "0.5",
             "--temperature", "2", "--epochs", "1", "--batch-size", "16", "--cache-dir", str(tmp_path / "cache"),
-            "--no-progress"]
+            "--average-last", "1", "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "best validation BLEU" in printed and "48 pairs of teacher+references" in printed
@@ -346,6 +346,8 @@ def test_distill_seq2seq_runs_end_to_end_and_the_student_translates(tmp_path, ca
     results = json.loads((out / "results.json").read_text())
     assert results["job"] == "distill-seq2seq" and results["model_config"]["decoder_layers"] == 1
     assert results["word_kd_weight"] == 0.5 and results["targets"] == "teacher+references"
+    # the average of the one epoch kept is that epoch's model: the best, scored alike
+    assert results["averaged"]["epochs"] == [1] and results["averaged"]["bleu"] == pytest.approx(results["best"])
 
     assert main(["translate", "--model", str(out), "--beam", "2", files["valid_src"]]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 8

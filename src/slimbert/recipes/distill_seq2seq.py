@@ -19,6 +19,7 @@ train-seq2seq's: validation BLEU after every epoch, the best model kept in OUT, 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -39,7 +40,8 @@ from slimbert.io import atomic_write_text, file_sha256
 from slimbert.models import count_parameters
 from slimbert.recipes.common import positive, resume_point, run_and_record, seed_everything
 from slimbert.recipes.distill import default_cache_dir
-from slimbert.recipes.train_seq2seq import TRAIN_DEFAULTS, first_pairs, read_pairs, validator
+from slimbert.recipes.train_seq2seq import (TRAIN_DEFAULTS, average_last_epochs, first_pairs, read_pairs,
+                                             validator)
 from slimbert.recipes.translate import load_translator
 from slimbert.subword import SubwordTokenizer
 from slimbert.training.objectives import Seq2SeqDistillationObjective
@@ -76,10 +78,13 @@ class DistillSeq2SeqConfig:
     no_empty_lines: bool = False  # an empty line is an error (default: the pair is skipped and counted)
     # where the teacher's translations are kept (default: $SLIMBERT_CACHE or ~/.cache/slimbert)
     cache_dir: str | None = None
+    # also write OUT/averaged: the mean of the last N epochs' weights (checkpoint averaging), scored
+    # on the validation pairs beside the best epoch
+    average_last: int | None = None
     resume: bool = False  # continue from OUT/last
 
     def __post_init__(self) -> None:
-        positive(self, "beam", "decode_batch_size", "temperature", "valid_beam", "max_valid_lines")
+        positive(self, "beam", "decode_batch_size", "temperature", "valid_beam", "max_valid_lines", "average_last")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.word_kd_weight < 0:
@@ -179,6 +184,8 @@ def concatenated(a: ParallelDataset, b: ParallelDataset) -> ParallelDataset:
 def distill_seq2seq(config: DistillSeq2SeqConfig, train: TrainConfig | None = None) -> dict:
     """Distil `config.teacher` into `config.student`; returns the results (also in OUT/results.json)."""
     train = train or TrainConfig(**train_defaults(config))
+    if config.average_last:
+        train = dataclasses.replace(train, keep_epochs=max(train.keep_epochs, config.average_last))
     out = Path(config.out)
     last = resume_point(out, config.resume)
     teacher_dir = resolve(config.teacher)
@@ -216,9 +223,8 @@ def distill_seq2seq(config: DistillSeq2SeqConfig, train: TrainConfig | None = No
     objective = Seq2SeqDistillationObjective(teacher, config.label_smoothing, config.word_kd_weight,
                                              config.temperature)
     out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(net, objective, source, train, out, tokenizer=tokenizer,
-                      evaluate=validator(valid_text, valid_set, tokenizer, config.valid_beam,
-                                         train.precision),
+    evaluate = validator(valid_text, valid_set, tokenizer, config.valid_beam, train.precision)
+    trainer = Trainer(net, objective, source, train, out, tokenizer=tokenizer, evaluate=evaluate,
                       main_metric="bleu")
     teacher.to(trainer.device)  # word-level KD runs it beside the student
     log.info("distilling %s (%.2f M parameters) into %s (%.2f M; %s) on %d pairs: %d steps on %s",
@@ -247,4 +253,8 @@ def distill_seq2seq(config: DistillSeq2SeqConfig, train: TrainConfig | None = No
         "main_metric": "bleu",
         "model_config": mc.to_dict(),
     }
-    return run_and_record(trainer, out, config.resume, results)
+    results = run_and_record(trainer, out, config.resume, results)
+    if config.average_last:
+        results["averaged"] = average_last_epochs(out, config.average_last, tokenizer, evaluate)
+        atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    return results
