@@ -315,9 +315,10 @@ def markdown(rows: list[Row], meta: dict, command: str = "") -> str:
 
 def plot(rows: list[Row], path: Path) -> None:
     """BLEU against throughput relative to the first model's beam search (log scale), as for the
-    encoders: a colour per backend, o for greedy and s for beam search, the model's name beside its
-    points when there are several models, the frontier, and lines at the first model's beam BLEU
-    and 1 BLEU below it."""
+    encoders: a colour per backend, o for greedy and s for beam search, seeds of one recipe as one
+    point (mean, with the standard deviation of BLEU), the model's name beside its points when
+    there are several models, the frontier, and lines at the first model's beam BLEU and 1 BLEU
+    below it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -325,20 +326,30 @@ def plot(rows: list[Row], path: Path) -> None:
     from matplotlib.lines import Line2D
 
     relative = all(r.vs_first_beam is not None for r in rows)
-    x = {id(r): r.vs_first_beam if relative else r.tokens_per_s for r in rows}
+    # one point per model (seeds NAME-sN pooled: their mean, with the BLEU spread), backend and search
+    groups: dict[tuple[str, str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((SEED_SUFFIX.sub("", r.model), r.backend, r.search), []).append(r)
+    points = []  # (name, backend, search, x, bleu, bleu sd)
+    for (name, backend, search), members in groups.items():
+        xs = [r.vs_first_beam if relative else r.tokens_per_s for r in members]
+        bleus = [r.bleu for r in members]
+        points.append((name if len(members) > 1 else members[0].model, backend, search, statistics.mean(xs),
+                       statistics.mean(bleus), statistics.stdev(bleus) if len(bleus) > 1 else 0.0))
     fig, ax = plt.subplots(figsize=(9, 5.5))
     colours = {b: plt.get_cmap("tab20")(i) for i, b in enumerate(dict.fromkeys(r.backend for r in rows))}
-    several = len({r.model for r in rows}) > 1
-    for backend in dict.fromkeys(r.backend for r in rows):
+    several = len({p[0] for p in points}) > 1
+    for backend in colours:
         for search_kind, marker in (("greedy", "o"), ("beam", "s")):
-            mine = [r for r in rows if r.backend == backend and r.search.startswith(search_kind)]
+            mine = [p for p in points if p[1] == backend and p[2].startswith(search_kind)]
             if mine:
-                ax.scatter([x[id(r)] for r in mine], [r.bleu for r in mine], marker=marker, s=40,
-                           color=colours[backend], label=backend if search_kind == "greedy" else None)
+                ax.errorbar([p[3] for p in mine], [p[4] for p in mine], yerr=[p[5] for p in mine], fmt=marker,
+                            markersize=6, capsize=2, color=colours[backend],
+                            label=backend if search_kind == "greedy" else None)
     if several:
-        for r in rows:
-            ax.annotate(r.model, (x[id(r)], r.bleu), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    draw_frontier(ax, [(x[id(r)], r.bleu) for r in rows])
+        for name, _, _, px, py, _ in points:
+            ax.annotate(name, (px, py), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    draw_frontier(ax, [(p[3], p[4]) for p in points])
     handles, _ = ax.get_legend_handles_labels()
     first = rows[0].model
     base = next((r for r in rows if r.model == first and r.backend == "torch" and r.search.startswith("beam")),
