@@ -8,11 +8,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slimbert.data.parallel import read_parallel, read_text_lines
+from slimbert.data.parallel import read_parallel
 from slimbert.errors import ConfigError, DataError
 from slimbert.evaluation.bench_seq2seq import SEQ2SEQ_BACKENDS, run_bench_seq2seq, write_bench_seq2seq
 from slimbert.recipes.common import positive
-from slimbert.recipes.translate import load_translator
+from slimbert.recipes.translate import load_translator, read_target_text
 
 
 @dataclass
@@ -56,9 +56,7 @@ def bench_seq2seq(config: BenchSeq2SeqConfig, stem: str = "bench") -> Path:
     for label, spec in zip(labels, config.model):
         model, tokenizer = load_translator(spec, "cpu")
         models.append((label, model.eval(), tokenizer, Path(spec)))
-    target_text = read_text_lines(config.target_vocabulary) if config.target_vocabulary else None
-    if target_text is not None and not any(line.strip() for line in target_text):
-        raise DataError(f"{config.target_vocabulary}: no text to take a target vocabulary from")
+    target_text = read_target_text(config.target_vocabulary) if config.target_vocabulary else None
     out = Path(config.out)
     rows, meta = run_bench_seq2seq(models, config.backend, pairs.sources[:n], pairs.targets[:n], out / "work",
                                    beam=config.beam, batch_size=config.batch_size,

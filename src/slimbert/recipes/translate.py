@@ -97,12 +97,17 @@ def load_translator(spec: str | Path, device: str = "auto", backend: str = "torc
     return model, tokenizer
 
 
-def read_target_vocabulary(path: str | Path, tokenizer: SubwordTokenizer) -> list[int]:
-    """The pieces of a file of target-language text (see `generation.target_vocabulary`)."""
+def read_target_text(path: str | Path) -> list[str]:
+    """The lines of a file of target-language text for a target vocabulary; no text is an error."""
     lines = read_text_lines(path)
     if not any(line.strip() for line in lines):
         raise DataError(f"{path}: no text to take a target vocabulary from")
-    ids = target_vocabulary(tokenizer, lines)
+    return lines
+
+
+def read_target_vocabulary(path: str | Path, tokenizer: SubwordTokenizer) -> list[int]:
+    """The pieces of a file of target-language text (see `generation.target_vocabulary`)."""
+    ids = target_vocabulary(tokenizer, read_target_text(path))
     log.info("%s: the output is restricted to its %d pieces of %d", path, len(ids), len(tokenizer))
     return ids
 
