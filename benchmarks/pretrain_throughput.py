@@ -61,7 +61,7 @@ from slimbert.checkpoint import load_tokenizer, resolve
 from slimbert.data.corpus import TokenCorpus
 from slimbert.data.masking import SampleMasker
 from slimbert.data.packed import PackedMLMBatches
-from slimbert.hardware import detect_machine
+from slimbert.hardware import cpu_busy, detect_machine
 from slimbert.models import build_model, count_parameters
 from slimbert.recipes.pretrain import MODEL_PRESETS, model_config
 from slimbert.training.objectives import MaskedLMObjective
@@ -319,11 +319,14 @@ def markdown(report: dict) -> str:
               f"tokens), sequences of {m['seq_length']}, batch {m['batch_size']}, AdamW lr {m['lr']}; "
               f"{m['warmup']} warm-up steps, then {m['steps']} timed steps, {m['rounds']} rounds."),
              f"Corpus: the first {m['corpus_mb']} MB of {m['corpus_files']} file(s) ({m['corpus']}).",
-             f"Load average {m['load_start']:.1f} at the start, {m['load_end']:.1f} at the end ({os.cpu_count()} CPUs).",
+             f"Load average {m['load_start']:.1f} at the start, {m['load_end']:.1f} at the end ({os.cpu_count()} CPUs; "
+             "a one-minute average, so it counts the minute before the start and the run's own threads)."
+             + ("" if m.get("cpu_busy_start") is None else
+                f" CPUs busy in the 2 s before the start: {m['cpu_busy_start']:.0%}."),
              f"Command: `{m['command']}`", ""]
-    if m["load_start"] > 0.25 * (os.cpu_count() or 1):
-        lines += [("**The machine was busy when this ran (see the load average): the figures are not reliable; "
-                   "with several threads, other processes' load slows each step many times over.**"), ""]
+    if (m.get("cpu_busy_start") or 0) > 0.25:
+        lines += [("**The machine was busy when this ran (other processes used the CPUs): the figures are not "
+                   "reliable; with several threads, other processes' load slows each step many times over.**"), ""]
     if "compare" in report:
         c = report["compare"]
         lines += [(f"{m['threads']} threads, one process. HF optimizer: {c['systems']['hf']['optimizer']}; "
@@ -382,6 +385,7 @@ def main() -> None:
     machine = detect_machine()
     print(machine.line(), flush=True)
     load_start = os.getloadavg()[0]
+    busy_start = cpu_busy()
     needed_tokens = (args.warmup + args.steps + 1) * args.batch_size * args.seq_length
     megabytes = args.corpus_mb or round(1.5 * needed_tokens * BYTES_PER_TOKEN / 1e6 + 0.5, 1)
     tokenizer = load_tokenizer(args.vocab)
@@ -415,7 +419,7 @@ def main() -> None:
         "lr": args.lr, "warmup": args.warmup, "steps": args.steps, "rounds": args.rounds,
         "corpus": args.corpus[0] + (" ..." if len(args.corpus) > 1 else ""), "corpus_files": len(args.corpus),
         "corpus_mb": megabytes, "corpus_tokens": corpus.num_tokens, "load_start": load_start,
-        "load_end": os.getloadavg()[0]}
+        "load_end": os.getloadavg()[0], "cpu_busy_start": busy_start}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     md = markdown(report)

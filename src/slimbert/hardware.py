@@ -135,3 +135,26 @@ def check_bf16(device: torch.device | str, what: str, force: bool = False) -> No
         raise ConfigError(f"{what}: this CPU ({machine.cpu_model}, {machine.isa}, no AVX512-BF16/AMX) only "
                           "emulates bf16, about 50x slower than fp32; use fp32 (or int8 to serve: slimbert "
                           "quantize), or add --force")
+
+
+def cpu_busy(seconds: float = 2.0) -> float | None:
+    """The share of all CPUs' time spent busy over the next `seconds` (from /proc/stat), before a
+    timing starts: what other processes are using. None where /proc/stat is missing. (A load
+    average is not this: it lags by a minute and counts the timing's own threads.)"""
+    import time
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    first = sample()
+    if first is None:
+        return None
+    time.sleep(seconds)
+    second = sample()
+    total, idle = second[0] - first[0], second[1] - first[1]
+    return 1 - idle / total if total > 0 else None
