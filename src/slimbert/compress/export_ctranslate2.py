@@ -229,23 +229,39 @@ class CTranslate2Translator:
     def generate(self, ids: Sequence[Sequence[int]], search: SearchConfig) -> list[list[Hypothesis]]:
         """Decode a batch of sources (ids ending in </s>, unpadded) -> the n-best of each.
 
-        CTranslate2 has one length limit per call, so the batch is decoded in groups of equal
-        limit (in a length-sorted batch, a few)."""
+        A CTranslate2 call has one length limit for all its sentences, where slimbert has one per
+        sentence. Beam search therefore decodes the batch in groups of equal limit (in a
+        length-sorted batch, a few). Greedy search decodes the whole batch in one call at its
+        largest limit, then decodes again, at their own limits, only the sentences that came within
+        two tokens of their own: a greedy sentence that ends before its limit ends the same way
+        under any larger one, so the result is the same as group by group, with one call instead
+        of several."""
         limits = length_limits(torch.tensor([len(row) for row in ids]), search,
                                self.config.max_target_length).tolist()
         out: list[list[Hypothesis]] = [[] for _ in ids]
-        for limit in sorted(set(limits)):
-            group = [i for i, n in enumerate(limits) if n == limit]
-            results = self.translator.translate_batch(
-                [[self.id_to_token[t] for t in ids[i]] for i in group], beam_size=search.beam_size,
-                num_hypotheses=search.nbest, length_penalty=search.length_penalty,
-                max_decoding_length=max(limit - 1, 1), min_decoding_length=search.min_length,
-                suppress_sequences=self.suppressed, return_scores=True, return_end_token=False,
-                use_vmap=self.use_vmap)
-            for i, r in zip(group, results):
-                out[i] = [Hypothesis([self.tokenizer.vocab[t] for t in tokens], score, float("nan"))
-                          for tokens, score in zip(r.hypotheses, r.scores)]
+        rows = list(range(len(ids)))
+        if search.beam_size == 1 and search.nbest == 1 and len(set(limits)) > 1:
+            for i, hyps in zip(rows, self._decode(ids, rows, max(limits), search)):
+                out[i] = hyps
+            rows = [i for i in rows if len(out[i][0].tokens) >= limits[i] - 3]
+        for limit in sorted({limits[i] for i in rows}):
+            group = [i for i in rows if limits[i] == limit]
+            for i, hyps in zip(group, self._decode(ids, group, limit, search)):
+                out[i] = hyps
         return out
+
+    def _decode(self, ids: Sequence[Sequence[int]], rows: list[int], limit: int,
+                search: SearchConfig) -> list[list[Hypothesis]]:
+        """The n-best of the sources ids[i] for i in `rows`, in one call, at most `limit` tokens
+        generated (</s> included)."""
+        results = self.translator.translate_batch(
+            [[self.id_to_token[t] for t in ids[i]] for i in rows], beam_size=search.beam_size,
+            num_hypotheses=search.nbest, length_penalty=search.length_penalty,
+            max_decoding_length=max(limit - 1, 1), min_decoding_length=search.min_length,
+            suppress_sequences=self.suppressed, return_scores=True, return_end_token=False,
+            use_vmap=self.use_vmap)
+        return [[Hypothesis([self.tokenizer.vocab[t] for t in tokens], score, float("nan"))
+                 for tokens, score in zip(r.hypotheses, r.scores)] for r in results]
 
     def translate(self, lines: Sequence[str], search: SearchConfig, batch_size: int = 32,
                   progress: str | None = None) -> Translations:
