@@ -13,9 +13,9 @@ from conftest import tiny_config
 from torch import nn
 
 from slimbert import build_model, load_model, save_checkpoint
-from slimbert.modules import (FeedForward, GatedAttentionUnit, GAULayer, KVCache, MultiHeadAttention, PackedLSTM,
-                              RotaryEmbedding, SinusoidalPositions, StackCache, TransformerLayer, TransformerStack,
-                              activation, causal_mask, combine_masks, merge_directions, padding_mask)
+from slimbert.modules import (FeedForward, GatedAttentionUnit, GAULayer, KVCache, LearnedPositions, MultiHeadAttention,
+                              PackedLSTM, RotaryEmbedding, SinusoidalPositions, StackCache, TransformerLayer,
+                              TransformerStack, activation, causal_mask, combine_masks, merge_directions, padding_mask)
 
 H, N = 32, 4
 D = H // N
@@ -45,6 +45,23 @@ def test_sinusoidal_positions_are_vaswani_et_al():
     p, i = 37, 5
     assert pe[p, 2 * i].item() == pytest.approx(math.sin(p / 10000 ** (2 * i / H)), abs=1e-5)
     assert pe[p, 2 * i + 1].item() == pytest.approx(math.cos(p / 10000 ** (2 * i / H)), abs=1e-5)
+
+
+def test_position_spans_are_the_positions_of_that_range():
+    sinusoid = SinusoidalPositions(H)
+    with torch.inference_mode():  # a table first made while decoding still serves training
+        first = sinusoid.span(7, 1)
+    full = sinusoid(torch.arange(400)[None])  # (1, 400, H)
+    assert torch.equal(first, full[:, 7:8])
+    for offset, length in [(0, 20), (126, 5), (300, 100)]:  # the last two grow the table
+        assert torch.equal(sinusoid.span(offset, length), full[:, offset:offset + length])
+    x = torch.randn(1, 3, H, requires_grad=True)
+    (x + sinusoid.span(0, 3)).sum().backward()
+    assert x.grad is not None
+    learned = LearnedPositions(16, H)
+    assert torch.equal(learned.span(4, 3), learned(torch.arange(4, 7)[None]))
+    with pytest.raises(IndexError, match="past the 16"):
+        learned.span(10, 7)
 
 
 def test_rope_is_a_rotation_by_position_times_frequency():

@@ -207,8 +207,7 @@ class Seq2SeqTransformer(nn.Module):
         """(B, T, H) token vectors at positions offset..offset+T-1 (absolute ones added here)."""
         x = x * self.embed_scale
         if positions is not None:
-            pos = torch.arange(offset, offset + x.shape[1], device=x.device)[None]  # (1, T)
-            x = x + positions(pos).to(x.dtype)
+            x = x + positions.span(offset, x.shape[1]).to(x.dtype)  # (1, T, H)
         return self.dropout(x)
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -25,6 +25,12 @@ class LearnedPositions(nn.Embedding):
     def forward(self, positions: torch.Tensor) -> torch.Tensor:  # (B|1, T) -> (B|1, T, H)
         return super().forward(positions)  # a position past the table is an IndexError, as for any id
 
+    def span(self, offset: int, length: int) -> torch.Tensor:
+        """The vectors of positions offset .. offset+length-1 -> (1, T, H), a slice of the table."""
+        if offset + length > self.num_embeddings:
+            raise IndexError(f"position {offset + length - 1} is past the {self.num_embeddings} learned positions")
+        return self.weight[offset:offset + length][None]
+
 
 class SinusoidalPositions(nn.Module):
     """Fixed sines and cosines of geometrically spaced frequencies (Vaswani et al. 2017):
@@ -37,10 +43,25 @@ class SinusoidalPositions(nn.Module):
         inv_freq = torch.exp(-math.log(base) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (H/2,)
 
+        self._table: torch.Tensor | None = None  # (P, H) PE of positions 0..P-1, made by span()
+
     def forward(self, positions: torch.Tensor) -> torch.Tensor:  # (B|1, T) -> (B|1, T, H)
         angles = positions.float()[..., None] * self.inv_freq  # (B|1, T, H/2)
         pe = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # interleaved sin, cos
         return pe[..., :self.dim]
+
+    def span(self, offset: int, length: int) -> torch.Tensor:
+        """PE of positions offset .. offset+length-1 -> (1, T, H), sliced from a table that is
+        computed once and doubled when a longer span is asked for. A decoder taking one token
+        per step then pays for an indexing, not for sines and cosines, and every position gets
+        the same vector whichever span it is read in."""
+        end = offset + length
+        table = self._table
+        if table is None or table.shape[0] < end or table.device != self.inv_freq.device:
+            size = max(end, 2 * table.shape[0] if table is not None else 0, 128)
+            with torch.inference_mode(False), torch.no_grad():  # a plain tensor, even when made while decoding
+                table = self._table = self(torch.arange(size, device=self.inv_freq.device)[None])[0]
+        return table[offset:end][None]
 
 
 class RotaryEmbedding(nn.Module):
