@@ -83,15 +83,22 @@ def check_ctranslate2_compatible(config: ModelConfig) -> None:
         raise CheckpointError(f"this model has no CTranslate2 form: {why}")
 
 
+def _copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU fp32 copy for the spec. Never the parameter itself: CTranslate2's converter changes
+    the spec's arrays in place (its int8 quantization does), and a shared tensor would carry
+    that back into the model being exported."""
+    return tensor.detach().to(device="cpu", dtype=torch.float32, copy=True).contiguous()
+
+
 def _linear(spec, *layers: nn.Linear) -> None:
     """Fill a LinearSpec with `layers` stacked along their outputs (a fused projection)."""
-    spec.weight = torch.cat([layer.weight.detach() for layer in layers]).float().contiguous()
-    spec.bias = torch.cat([layer.bias.detach() for layer in layers]).float().contiguous()
+    spec.weight = _copy(torch.cat([layer.weight.detach() for layer in layers]))
+    spec.bias = _copy(torch.cat([layer.bias.detach() for layer in layers]))
 
 
 def _norm(spec, norm: nn.LayerNorm) -> None:
-    spec.gamma = norm.weight.detach().float().contiguous()
-    spec.beta = norm.bias.detach().float().contiguous()
+    spec.gamma = _copy(norm.weight)
+    spec.beta = _copy(norm.bias)
 
 
 def _layer(spec, layer: TransformerLayer) -> None:
@@ -117,7 +124,8 @@ def _stack(spec, model: Seq2SeqTransformer, decoder: bool) -> None:
     rows = (config.max_position_embeddings if config.position_embedding_type == "absolute"
             else max(config.max_source_length, config.max_target_length) + 1)
     with torch.no_grad():
-        spec.position_encodings.encodings = positions(torch.arange(rows)[None])[0].float().contiguous()
+        device = next(model.parameters()).device
+        spec.position_encodings.encodings = _copy(positions(torch.arange(rows, device=device)[None])[0])
     spec.scale_embeddings = config.scale_embeddings
     for layer_spec, layer in zip(spec.layer, stack.layers):
         _layer(layer_spec, layer)
@@ -145,12 +153,11 @@ def ctranslate2_spec(model: Seq2SeqTransformer, tokenizer: SubwordTokenizer):
         pre_norm=config.norm_style == "pre",
         activation=getattr(common_spec.Activation, CT2_ACTIVATIONS[config.hidden_act]))
     embeddings = model.embeddings
-    source = embeddings.tokens.weight.detach().float()
-    target = (embeddings.target_tokens or embeddings.tokens).weight.detach().float()
-    output = (embeddings.output or embeddings.tokens).weight.detach().float()
-    spec.encoder.embeddings[0].weight = source
-    spec.decoder.embeddings.weight = target
-    spec.decoder.projection.weight = output
+    copies = {}  # one copy per distinct parameter: tied embeddings stay one array in the spec
+    for field, weight in ((spec.encoder.embeddings[0], embeddings.tokens.weight),
+                          (spec.decoder.embeddings, (embeddings.target_tokens or embeddings.tokens).weight),
+                          (spec.decoder.projection, (embeddings.output or embeddings.tokens).weight)):
+        field.weight = copies.setdefault(id(weight), _copy(weight))
     _stack(spec.encoder, model, decoder=False)
     _stack(spec.decoder, model, decoder=True)
     tokens = pieces_by_id(tokenizer)
@@ -173,7 +180,7 @@ def export_ctranslate2(model: Seq2SeqTransformer, tokenizer: SubwordTokenizer, d
     vocabulary map (`vmap.txt`, its always-allowed pieces): the model then decodes over those
     pieces only, as `SharedEmbeddings.restrict_output` does in PyTorch."""
     ctranslate2 = ctranslate2_module()
-    spec = ctranslate2_spec(model.float().cpu().eval(), tokenizer)
+    spec = ctranslate2_spec(model, tokenizer)  # copies of the weights: `model` is left as it was
 
     class _SpecConverter(ctranslate2.converters.Converter):
         def _load(self):
