@@ -61,6 +61,42 @@ def final_train_loss(results: dict) -> float | None:
     return float(history[-1]["train_loss"]) if history else None
 
 
+def pretrain_once(name: str, run: Path, options: list[str], args) -> None:
+    """`slimbert pretrain --out RUN OPTIONS` with the corpus and vocabulary of `args`, unless RUN
+    already holds a finished run (results.json)."""
+    if (run / "results.json").exists():
+        return
+    cmd = [sys.executable, "-m", "slimbert", "pretrain", "--corpus", *args.corpus, "--out", str(run), *options]
+    if args.vocab:
+        cmd += ["--vocab", args.vocab]
+    elif args.vocab_size:
+        cmd += ["--vocab-size", str(args.vocab_size)]
+    print(f"== {name}: {' '.join(cmd)}", flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    print(f"   {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def scored(name: str, run: Path, args) -> dict:
+    """A finished run's size, steps, tokens, time and final train MLM loss, and its MLM loss and
+    perplexity on the held-out text of `args` (the same masked tokens for every model)."""
+    results = json.loads((run / "results.json").read_text())
+    model, tokenizer = load_model(run), load_tokenizer(run)
+    ppl = mlm_perplexity(model, tokenizer, args.heldout, seq_length=args.seq_length, seed=args.mask_seed,
+                         max_lines=args.heldout_lines)
+    print(f"   {name}: held-out MLM loss {ppl.loss:.3f}, perplexity {ppl.perplexity:.1f}", flush=True)
+    return {
+        "parameters": sum(t.numel() for t in model.parameters()),
+        "steps": results.get("total_steps"),
+        "tokens": (results.get("total_steps") or 0) * (results.get("tokens_per_step") or 0),
+        "wall_seconds": results.get("wall_seconds_this_run"),
+        "train_mlm_loss": final_train_loss(results),
+        "heldout_mlm_loss": ppl.loss, "heldout_ppl": ppl.perplexity,
+        "heldout_masked_tokens": ppl.masked_tokens,
+        "curve": [(h.get("step"), h.get("train_loss")) for h in results.get("history") or []],
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", nargs="+", required=True, help="raw text files to pretrain on")
@@ -90,38 +126,14 @@ def main() -> None:
         if slug not in args.variants:
             continue
         run = out / "runs" / slug
-        if not (run / "results.json").exists():
-            # vocab_size is replaced by the vocabulary's at build time; the shape and fields stay.
-            config_file = out / "configs" / f"{slug}.json"
-            variant_config(args.shape, changes, vocab_size=30522).save(config_file)
-            cmd = [sys.executable, "-m", "slimbert", "pretrain", "--corpus", *args.corpus,
-                   "--model-config", str(config_file), "--out", str(run), "--time-budget", args.time_budget,
-                   "--seq-length", str(args.seq_length), "--batch-size", str(args.batch_size),
-                   "--seed", str(args.seed), "--eval-every-steps", str(args.loss_window),
-                   "--no-progress", *extra]
-            if args.vocab:
-                cmd += ["--vocab", args.vocab]
-            elif args.vocab_size:
-                cmd += ["--vocab-size", str(args.vocab_size)]
-            print(f"== {name}: {' '.join(cmd)}", flush=True)
-            t0 = time.perf_counter()
-            subprocess.run(cmd, check=True)
-            print(f"   {time.perf_counter() - t0:.0f} s", flush=True)
-        results = json.loads((run / "results.json").read_text())
-        model, tokenizer = load_model(run), load_tokenizer(run)
-        ppl = mlm_perplexity(model, tokenizer, args.heldout, seq_length=args.seq_length, seed=args.mask_seed,
-                             max_lines=args.heldout_lines)
-        rows.append({
-            "variant": name, "slug": slug, "changes": changes,
-            "parameters": sum(t.numel() for t in model.parameters()),
-            "steps": results.get("total_steps"),
-            "tokens": (results.get("total_steps") or 0) * (results.get("tokens_per_step") or 0),
-            "wall_seconds": results.get("wall_seconds_this_run"),
-            "train_mlm_loss": final_train_loss(results),
-            "heldout_mlm_loss": ppl.loss, "heldout_ppl": ppl.perplexity,
-            "heldout_masked_tokens": ppl.masked_tokens,
-        })
-        print(f"   {name}: held-out MLM loss {ppl.loss:.3f}, perplexity {ppl.perplexity:.1f}", flush=True)
+        # vocab_size is replaced by the vocabulary's at build time; the shape and fields stay.
+        config_file = out / "configs" / f"{slug}.json"
+        variant_config(args.shape, changes, vocab_size=30522).save(config_file)
+        pretrain_once(name, run, ["--model-config", str(config_file), "--time-budget", args.time_budget,
+                                  "--seq-length", str(args.seq_length), "--batch-size", str(args.batch_size),
+                                  "--seed", str(args.seed), "--eval-every-steps", str(args.loss_window),
+                                  "--no-progress", *extra], args)
+        rows.append({"variant": name, "slug": slug, "changes": changes, **scored(name, run, args)})
 
     command = "python " + " ".join(sys.argv)
     report = {"date": date.today().isoformat(), "command": command, "shape": args.shape,

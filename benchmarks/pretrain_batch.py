@@ -25,17 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
 import torch
 
-from pretrain_arch import BASELINE, final_train_loss, variant_config
-from slimbert.checkpoint import load_model, load_tokenizer
-from slimbert.evaluation.perplexity import mlm_perplexity
+from pretrain_arch import BASELINE, pretrain_once, scored, variant_config
 from slimbert.recipes.pretrain import MODEL_PRESETS
 
 SMALL, LARGE = 128, 2048
@@ -84,36 +80,14 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         run = out / "runs" / name
-        if not (run / "results.json").exists():
-            log_every = args.log_steps * (LARGE // setting["global_batch"])
-            cmd = [sys.executable, "-m", "slimbert", "pretrain", "--corpus", *args.corpus,
-                   "--model-config", str(config_file), "--out", str(run), "--max-tokens", str(args.max_tokens),
-                   "--seq-length", str(args.seq_length), "--batch-size", str(args.micro_batch),
-                   "--global-batch", str(setting["global_batch"]), "--optimizer", setting["optimizer"],
-                   "--lr", repr(setting["lr"]), "--warmup-ratio", repr(args.warmup_ratio),
-                   "--seed", str(args.seed), "--eval-every-steps", str(log_every), "--no-progress"]
-            if args.vocab:
-                cmd += ["--vocab", args.vocab]
-            elif args.vocab_size:
-                cmd += ["--vocab-size", str(args.vocab_size)]
-            print(f"== {name}: {' '.join(cmd)}", flush=True)
-            t0 = time.perf_counter()
-            subprocess.run(cmd, check=True)
-            print(f"   {time.perf_counter() - t0:.0f} s", flush=True)
-        results = json.loads((run / "results.json").read_text())
-        model, tokenizer = load_model(run), load_tokenizer(run)
-        ppl = mlm_perplexity(model, tokenizer, args.heldout, seq_length=args.seq_length, seed=args.mask_seed,
-                             max_lines=args.heldout_lines)
-        rows.append({
-            "run": name, **setting,
-            "steps": results.get("total_steps"),
-            "tokens": (results.get("total_steps") or 0) * (results.get("tokens_per_step") or 0),
-            "wall_seconds": results.get("wall_seconds_this_run"),
-            "train_mlm_loss": final_train_loss(results),
-            "heldout_mlm_loss": ppl.loss, "heldout_ppl": ppl.perplexity,
-            "curve": [(h.get("step"), h.get("train_loss")) for h in results.get("history") or []],
-        })
-        print(f"   {name}: held-out MLM loss {ppl.loss:.3f}, perplexity {ppl.perplexity:.1f}", flush=True)
+        log_every = args.log_steps * (LARGE // setting["global_batch"])
+        pretrain_once(name, run, ["--model-config", str(config_file), "--max-tokens", str(args.max_tokens),
+                                  "--seq-length", str(args.seq_length), "--batch-size", str(args.micro_batch),
+                                  "--global-batch", str(setting["global_batch"]),
+                                  "--optimizer", setting["optimizer"], "--lr", repr(setting["lr"]),
+                                  "--warmup-ratio", repr(args.warmup_ratio), "--seed", str(args.seed),
+                                  "--eval-every-steps", str(log_every), "--no-progress"], args)
+        rows.append({"run": name, **setting, **scored(name, run, args)})
 
     command = "python " + " ".join(sys.argv)
     report = {"date": date.today().isoformat(), "command": command, "shape": args.shape,
