@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import platform
 import re
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,8 +142,6 @@ def cpu_busy(seconds: float = 2.0) -> float | None:
     """The share of all CPUs' time spent busy over the next `seconds` (from /proc/stat), before a
     timing starts: what other processes are using. None where /proc/stat is missing. (A load
     average is not this: it lags by a minute and counts the timing's own threads.)"""
-    import time
-
     def sample() -> tuple[int, int] | None:
         try:
             fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

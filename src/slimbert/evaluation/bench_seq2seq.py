@@ -177,8 +177,6 @@ def engines_for(checkpoint: Path, backends: Sequence[str], workdir: Path, thread
                     target = export_ctranslate2(model, tokenizer, workdir / name, int8=int8,
                                                 target_vocabulary=allowed)
                     engine = CTranslate2Engine(target, "int8" if int8 else "float32", threads)
-                    engine.open()  # a model CTranslate2 cannot load is a skipped row, here
-                    engine.close()
                     engines.append(Engine(label, name, engine.translate, _bytes(target), engine.open, engine.close))
                 continue
             try:
@@ -295,14 +293,20 @@ def _ratios(rows: list[Row], first: str, beam: int) -> None:
         r.vs_first_beam = r.tokens_per_s / base.tokens_per_s if base else None
 
 
-def pooled(rows: list[Row]) -> list[dict]:
-    """Runs that differ only by seed (NAME-s1, NAME-s2, ...), one entry per name, backend and
-    search: the mean and sample standard deviation of BLEU and tokens/s over the seeds."""
+def seed_groups(rows: list[Row]) -> dict[tuple[str, str, str], list[Row]]:
+    """The rows by (model name without its seed suffix NAME-sN, backend, search), in first-seen
+    order: the seeds of one recipe fall together, any other model stands alone."""
     groups: dict[tuple[str, str, str], list[Row]] = {}
     for r in rows:
         groups.setdefault((SEED_SUFFIX.sub("", r.model), r.backend, r.search), []).append(r)
+    return groups
+
+
+def pooled(rows: list[Row]) -> list[dict]:
+    """Runs that differ only by seed (NAME-s1, NAME-s2, ...), one entry per name, backend and
+    search: the mean and sample standard deviation of BLEU and tokens/s over the seeds."""
     out = []
-    for (name, backend, search), members in groups.items():
+    for (name, backend, search), members in seed_groups(rows).items():
         if len(members) < 2:
             continue
         entry = {"model": name, "backend": backend, "search": search, "seeds": len(members)}
@@ -367,11 +371,8 @@ def plot(rows: list[Row], path: Path) -> None:
 
     relative = all(r.vs_first_beam is not None for r in rows)
     # one point per model (seeds NAME-sN pooled: their mean, with the BLEU spread), backend and search
-    groups: dict[tuple[str, str, str], list[Row]] = {}
-    for r in rows:
-        groups.setdefault((SEED_SUFFIX.sub("", r.model), r.backend, r.search), []).append(r)
     points = []  # (name, backend, search, x, bleu, bleu sd)
-    for (name, backend, search), members in groups.items():
+    for (name, backend, search), members in seed_groups(rows).items():
         xs = [r.vs_first_beam if relative else r.tokens_per_s for r in members]
         bleus = [r.bleu for r in members]
         points.append((name if len(members) > 1 else members[0].model, backend, search, statistics.mean(xs),
