@@ -24,6 +24,7 @@ from slimbert.data.corpus import TokenCorpus, corpus_shards, read_documents, tok
 from slimbert.data.masking import SampleMasker
 from slimbert.data.packed import PackedMLMBatches
 from slimbert.errors import CheckpointError, ConfigError, DataError
+from slimbert.evaluation.perplexity import mlm_perplexity
 from slimbert.recipes import pretrain as recipe
 from slimbert.recipes.pretrain import PretrainConfig, parse_duration, pretrain
 from slimbert.training.objectives import MaskedLMObjective
@@ -322,6 +323,27 @@ def test_slimbert_pretrain_end_to_end_learns_and_writes_a_checkpoint(files, tmp_
     assert load_model(out).config.head == "mlm"
 
 
+def test_heldout_text_is_scored_at_every_evaluation_and_the_lowest_loss_model_is_kept(files, tmp_path, capsys):
+    heldout = tmp_path / "heldout.txt"
+    rng = random.Random(7)
+    heldout.write_text("\n".join(sentence(rng, 12) for _ in range(40)) + "\n")
+    out = tmp_path / "run"
+    code = main(pretrain_args(files, tmp_path, out, "--max-steps", "30", "--batch-size", "8", "--lr", "3e-3",
+                              "--warmup-ratio", "0.1", "--eval-every-steps", "10", "--heldout", str(heldout)))
+    assert code == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert {10, 20, 30} <= {r["step"] for r in records}  # and the epoch's end
+    for r in records:
+        assert r["eval_heldout_ppl"] == pytest.approx(math.exp(r["eval_heldout_mlm_loss"]))
+    assert records[-1]["eval_heldout_mlm_loss"] < records[0]["eval_heldout_mlm_loss"] - 0.2
+    # OUT holds the model of the lowest held-out loss, and scoring it again gives that loss
+    best = min(records, key=lambda r: r["eval_heldout_mlm_loss"])
+    again = mlm_perplexity(load_model(out), Tokenizer.from_dir(out), heldout, seq_length=16)
+    assert again.loss == pytest.approx(best["eval_heldout_mlm_loss"], rel=1e-5)
+    assert json.loads((out / "results.json").read_text())["best"] == pytest.approx(best["eval_heldout_mlm_loss"])
+    assert (out / "pretrain_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_the_output_is_a_bert_for_masked_lm_with_equal_logits_in_transformers(files, tmp_path, csv_task):
     transformers = pytest.importorskip("transformers")
     out = tmp_path / "run"
@@ -502,6 +524,8 @@ def test_from_a_bare_encoder_adds_a_fresh_mlm_head_and_keeps_its_vocabulary(file
     (["--max-tokens", "100", "--max-steps", "5"], "give one budget"),
     (["--time-budget", "soon"], "expected a duration"),
     (["--global-batch", "6", "--batch-size", "4"], "global_batch 6 is not a multiple"),
+    (["--heldout", "nothere.txt"], "nothere.txt: heldout file not found"),
+    (["--heldout-lines", "5"], "heldout_lines needs --heldout FILE"),
 ])
 def test_bad_options_are_one_line_errors(files, tmp_path, capsys, argv, message):
     assert main(pretrain_args(files, tmp_path, tmp_path / "out", *argv)) == 2  # the later option wins

@@ -352,7 +352,8 @@ def run_pretrain(args) -> int:
         print(f"pretrained {results['model']['layers']} x {results['model']['hidden']} "
               f"({results['model']['parameters'] / 1e6:.1f} M parameters) for {results['total_steps']} steps "
               f"({tokens / 1e6:.1f} M tokens): final MLM loss {last['train_loss']:.4f}, "
-              f"{last.get('train_tokens_per_s', float('nan')):.0f} tokens/s; saved to {config.out}")
+              + (f"held-out perplexity {last['eval_heldout_ppl']:.1f}, " if "eval_heldout_ppl" in last else "")
+              + f"{last.get('train_tokens_per_s', float('nan')):.0f} tokens/s; saved to {config.out}")
     return 0
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from slimbert.data.batching import IGNORE_INDEX
 from slimbert.data.masking import SampleMasker
+from slimbert.io import atomic_write
 from slimbert.tokenizer import Tokenizer
 
 WIKITEXT_JOINS = re.compile(r" @([-,.])@ ")
@@ -65,7 +66,44 @@ def packed_sequences(lines: list[str], tokenizer: Tokenizer, seq_length: int) ->
     return torch.cat([cls, pieces, sep], dim=1)  # (N, T)
 
 
-@torch.no_grad()
+class HeldoutMLM:
+    """Held-out text tokenized, packed and masked once, to score many models, or one model
+    again and again during pretraining: `HeldoutMLM(tokenizer, path)(model)`."""
+
+    def __init__(self, tokenizer: Tokenizer, path: str | Path, seq_length: int = 128, mask_prob: float = 0.15,
+                 seed: int = 0, batch_size: int = 32, max_lines: int | None = None):
+        ids = packed_sequences(list(heldout_lines(path, max_lines)), tokenizer, seq_length)
+        if len(ids) == 0:
+            raise ValueError(f"{path}: not enough text for one sequence of {seq_length} tokens")
+        masker = SampleMasker.for_tokenizer(tokenizer, probability=mask_prob, seed=seed)
+        # The mask of sequence i depends on (seed, i) only, so batching cannot change it.
+        self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []  # (masked ids (B, T), labels (B, T))
+        for start in range(0, len(ids), batch_size):
+            indices = list(range(start, min(start + batch_size, len(ids))))
+            self.batches.append(masker(ids[indices], epoch=0, indices=indices))
+        self.sequences = len(ids)
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module) -> PerplexityResult:
+        """exp(masked-LM loss) of a BertForMaskedLM on the held-out text; the model is put in eval mode."""
+        if getattr(getattr(model, "config", None), "head", None) != "mlm":
+            raise ValueError("perplexity needs a model with an MLM head (config.head == 'mlm')")
+        model.eval()
+        device = next(model.parameters()).device
+        total, count = 0.0, 0
+        for masked, labels in self.batches:
+            chosen = labels != IGNORE_INDEX  # (B, T)
+            if not chosen.any():
+                continue
+            out = model(masked.to(device), masked_positions=chosen.to(device))
+            logits = out.logits.float()  # (M, V)
+            total += F.cross_entropy(logits, labels[chosen].to(device), reduction="sum").item()
+            count += int(chosen.sum())
+        loss = total / max(count, 1)
+        return PerplexityResult(loss=loss, perplexity=math.exp(loss), masked_tokens=count,
+                                sequences=self.sequences)
+
+
 def mlm_perplexity(model: nn.Module, tokenizer: Tokenizer, path: str | Path, seq_length: int = 128,
                    mask_prob: float = 0.15, seed: int = 0, batch_size: int = 32,
                    max_lines: int | None = None) -> PerplexityResult:
@@ -73,22 +111,35 @@ def mlm_perplexity(model: nn.Module, tokenizer: Tokenizer, path: str | Path, seq
     `seed` (see the module docstring). The model is put in eval mode."""
     if getattr(getattr(model, "config", None), "head", None) != "mlm":
         raise ValueError("perplexity needs a model with an MLM head (config.head == 'mlm')")
-    ids = packed_sequences(list(heldout_lines(path, max_lines)), tokenizer, seq_length)
-    if len(ids) == 0:
-        raise ValueError(f"{path}: not enough text for one sequence of {seq_length} tokens")
-    masker = SampleMasker.for_tokenizer(tokenizer, probability=mask_prob, seed=seed)
-    model.eval()
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for start in range(0, len(ids), batch_size):
-        indices = list(range(start, min(start + batch_size, len(ids))))
-        masked, labels = masker(ids[indices], epoch=0, indices=indices)  # (B, T) each
-        chosen = labels != IGNORE_INDEX  # (B, T)
-        if not chosen.any():
-            continue
-        out = model(masked.to(device), masked_positions=chosen.to(device))
-        logits = out.logits.float()  # (M, V)
-        total += F.cross_entropy(logits, labels[chosen].to(device), reduction="sum").item()
-        count += int(chosen.sum())
-    loss = total / max(count, 1)
-    return PerplexityResult(loss=loss, perplexity=math.exp(loss), masked_tokens=count, sequences=len(ids))
+    return HeldoutMLM(tokenizer, path, seq_length, mask_prob, seed, batch_size, max_lines)(model)
+
+
+def plot_pretraining(history: list[dict], tokens_per_step: int, path: Path,
+                     heldout: str | None = None) -> None:
+    """A pretraining run's curves against the tokens seen: the train masked-LM loss (the mean of
+    each period between records) and, when the run scored held-out text, its perplexity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tokens = [h["step"] * tokens_per_step / 1e6 for h in history]
+    scored = [(t, h["eval_heldout_ppl"]) for t, h in zip(tokens, history) if "eval_heldout_ppl" in h]
+    fig, axes = plt.subplots(1, 2 if scored else 1, figsize=(11 if scored else 6, 4), squeeze=False)
+    ax = axes[0][0]
+    ax.plot(tokens, [h["train_loss"] for h in history], marker=".", color="tab:blue")
+    ax.set_xlabel("tokens seen (millions)")
+    ax.set_ylabel("train masked-LM loss (nats)")
+    ax.set_title("training loss")
+    ax.grid(True, alpha=0.3)
+    if scored:
+        ax = axes[0][1]
+        ax.plot([t for t, _ in scored], [p for _, p in scored], marker=".", color="tab:orange")
+        ax.set_yscale("log")
+        ax.set_xlabel("tokens seen (millions)")
+        ax.set_ylabel("masked-LM perplexity (log scale)")
+        ax.set_title(f"held out: {heldout}" if heldout else "held out")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
+    plt.close(fig)

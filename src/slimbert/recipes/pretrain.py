@@ -36,6 +36,7 @@ from slimbert.data.corpus import TokenCorpus, corpus_texts, shard_key
 from slimbert.data.masking import SampleMasker
 from slimbert.data.packed import PackedMLMBatches
 from slimbert.errors import CheckpointError, ConfigError, DataError
+from slimbert.evaluation.perplexity import HeldoutMLM, plot_pretraining
 from slimbert.hardware import autocast, resolve_device
 from slimbert.io import atomic_write_text
 from slimbert.models import build_model, count_parameters
@@ -60,6 +61,7 @@ DEFAULT_VOCAB_SIZE = 30522
 TRAIN_DEFAULTS = {"epochs": 1, "lr": 5e-4, "warmup_ratio": 0.06, "batch_size": 128, "weight_decay": 0.01,
                   "save_every_steps": 500}
 PLAN_NAME = "pretrain_plan.json"
+CURVE_NAME = "pretrain_curve.png"
 
 
 def parse_duration(text: str) -> float:
@@ -108,6 +110,11 @@ class PretrainConfig:
     # attention-out and FFN-out by rows); N must equal the torchrun processes
     tensor_parallel: int = 1
     resume: bool = False  # continue from OUT/last (on any number of processes, at the same global batch)
+    # a text file scored at every evaluation (--eval-every-steps, and the end of the run): held-out
+    # masked-LM loss and perplexity, e.g. WikiText-2's wiki.valid.tokens; OUT then keeps the model
+    # of the lowest held-out loss, and OUT/pretrain_curve.png plots both curves against tokens
+    heldout: str | None = None
+    heldout_lines: int | None = None  # score only the first N non-blank lines of --heldout
 
     def __post_init__(self) -> None:
         positive(self, "vocab_size", "seq_length", "global_batch", "max_tokens", "time_budget")
@@ -125,7 +132,9 @@ class PretrainConfig:
                               "not both")
         if self.max_tokens and self.time_budget:
             raise ConfigError("give one budget: --max-steps, --max-tokens or --time-budget")
-        positive(self, "tensor_parallel")
+        positive(self, "tensor_parallel", "heldout_lines")
+        if self.heldout_lines and not self.heldout:
+            raise ConfigError("heldout_lines needs --heldout FILE")
         if self.fsdp and self.tensor_parallel > 1:
             raise ConfigError("give --fsdp or --tensor-parallel, not both")
 
@@ -252,6 +261,8 @@ def pretrain(config: PretrainConfig, train: TrainConfig | None = None) -> dict:
     if train.max_steps and (config.max_tokens or config.time_budget):
         raise ConfigError("give one budget: --max-steps, --max-tokens or --time-budget")
     out = Path(config.out)
+    if config.heldout and not Path(config.heldout).is_file():
+        raise DataError(f"{config.heldout}: heldout file not found")
     rank, world = init_distributed()
     last = resume_point(out, config.resume)
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
@@ -313,8 +324,20 @@ def pretrain(config: PretrainConfig, train: TrainConfig | None = None) -> dict:
         plan = plan_time_budget(config, train, net, source, out, rank, world)
         train = replace(train, max_steps=plan["max_steps"])
 
+    evaluate = None
+    if config.heldout:
+        try:
+            heldout = HeldoutMLM(tokenizer, config.heldout, config.seq_length, max_lines=config.heldout_lines)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DataError(f"heldout: {e}") from None
+
+        def evaluate(model: torch.nn.Module) -> dict[str, float]:
+            score = heldout(model)
+            return {"heldout_mlm_loss": score.loss, "heldout_ppl": score.perplexity}
+
     out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(net, MaskedLMObjective(), source, train, out, tokenizer=tokenizer, sharding=sharding)
+    trainer = Trainer(net, MaskedLMObjective(), source, train, out, tokenizer=tokenizer, sharding=sharding,
+                      evaluate=evaluate, main_metric="heldout_mlm_loss" if evaluate else None, minimize=True)
     total = trainer.total_steps()
     log.info("pretraining a %d-layer x %d BERT (%.1f M parameters) on %d sequences of %d tokens "
              "(%d documents): %d steps of %d sequences on %d process(es)",
@@ -341,5 +364,10 @@ def pretrain(config: PretrainConfig, train: TrainConfig | None = None) -> dict:
                   "parameters": count_parameters(net)},
         "init_from": config.init_from,
         "time_plan": plan,
+        "heldout": config.heldout,
     }
-    return run_and_record(trainer, out, config.resume, results)
+    results = run_and_record(trainer, out, config.resume, results)
+    if rank == 0 and results["history"]:
+        plot_pretraining(results["history"], source.tokens_per_step, out / CURVE_NAME,
+                         heldout=Path(config.heldout).name if config.heldout else None)
+    return results

@@ -162,13 +162,15 @@ class Trainer:
     `config.batch_size` x `config.grad_accum` (a source given directly does its own batching).
     `evaluate(model) -> metrics` is called (on rank 0) at every epoch end, every
     `config.eval_every_steps` steps and at the end of the run; `main_metric` of its result
-    (higher is better) decides which model is kept as the best.
+    (higher is better, or lower with `minimize`, as for a held-out loss) decides which model is
+    kept as the best.
     """
 
     def __init__(self, model: nn.Module, objective: Objective, train: BatchSource | EncodedDataset,
                  config: TrainConfig, out_dir: str | Path, tokenizer: Tokenizer | None = None,
                  evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
-                 main_metric: str | None = None, pad_id: int = 0, sharding: Sharding | None = None):
+                 main_metric: str | None = None, pad_id: int = 0, sharding: Sharding | None = None,
+                 minimize: bool = False):
         self.model = model
         self.objective = objective
         self.cfg = config
@@ -176,6 +178,7 @@ class Trainer:
         self.tokenizer = tokenizer
         self.evaluate = evaluate
         self.main_metric = main_metric
+        self.minimize = minimize
         self.pad_id = tokenizer.pad_id if tokenizer is not None else pad_id
         # An objective may hold weights of its own (a distillation objective's projections):
         # they are optimised with the model, and checkpointed in the training state.
@@ -411,9 +414,11 @@ class Trainer:
                 model.train()
                 record.update({f"eval_{k}": v for k, v in metrics.items()})
                 score = metrics[self.main_metric] if self.main_metric else -train_loss
+                lower = self.minimize and self.main_metric is not None
                 # Weights whose last step gave a NaN/inf loss are not promoted (they may have
                 # diverged: finite, but too large to compute with); a NaN best is beaten by any score.
-                better = st.best_metric is None or math.isnan(st.best_metric) or score > st.best_metric
+                better = (st.best_metric is None or math.isnan(st.best_metric)
+                          or (score < st.best_metric if lower else score > st.best_metric))
                 if better and not self._last_step_finite:
                     log.warning("%s: %s (not kept as the best: the last step's loss was NaN/inf)", where,
                                 self._fmt(metrics))
