@@ -1,0 +1,163 @@
+"""GLUE-lite: a pretrained BERT against the same architecture from random initialisation.
+
+Both are fine-tuned with `slimbert finetune` on SST-2, MRPC, STS-B, CoLA and RTE, with the same
+options and seeds; the score of a run is its dev metric at the epoch `finetune` kept (SST-2 and
+RTE accuracy, MRPC F1, STS-B Spearman, CoLA Matthews correlation, in points). The GLUE-lite score
+is the mean of the five task means. Turc et al. 2019's BERT-Mini (4 x 256, pretrained on
+BooksCorpus + Wikipedia for 1M steps at batch 256, GLUE test set, best of a hyper-parameter grid)
+is printed beside it as the far anchor.
+
+    python benchmarks/glue_lite.py --model /root/slimbert-runs/mini-pretrained \
+        --data-dir ../shared/data/glue --out benchmarks/results/glue_lite
+
+The random initialisation is the pretrained model's config and vocabulary with fresh weights
+(seed 0), saved once to OUT/runs/random-init. Each fine-tuning run is kept in
+OUT/runs/<init>/<task>/s<seed>; a run whose results.json exists is not rerun, so the script
+resumes where it stopped. Writes OUT/glue_lite.json, OUT/glue_lite.md and OUT/glue_lite.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from slimbert.checkpoint import load_model, load_tokenizer, save_checkpoint
+from slimbert.hardware import detect_machine
+from slimbert.models import build_model
+
+TASKS = {  # task -> (metric in finetune's records, what the table calls it)
+    "sst2": ("accuracy", "SST-2 acc"),
+    "mrpc": ("f1", "MRPC F1"),
+    "stsb": ("spearman", "STS-B Spearman"),
+    "cola": ("matthews_corr", "CoLA MCC"),
+    "rte": ("accuracy", "RTE acc"),
+}
+# Turc et al. 2019, BERT-Mini (L=4, H=256), GLUE test set, from the BERT miniatures' release notes.
+TURC_MINI = {"sst2": 85.9, "mrpc": 81.1, "stsb": 73.3, "cola": 0.0, "rte": 57.9}
+
+
+def random_init(pretrained: Path, where: Path, seed: int = 0) -> Path:
+    """The pretrained model's architecture and vocabulary with freshly initialised weights."""
+    if not (where / "model.safetensors").exists():
+        config = load_model(pretrained).config
+        torch.manual_seed(seed)
+        save_checkpoint(build_model(config), load_tokenizer(pretrained), where)
+    return where
+
+
+def finetune(model: Path, task: str, seed: int, run: Path, args) -> dict:
+    """`slimbert finetune` once, unless `run` already holds a finished run; its results.json."""
+    if not (run / "results.json").exists():
+        epochs = args.sst2_epochs if task == "sst2" else args.epochs
+        cmd = [sys.executable, "-m", "slimbert", "finetune", "--model", str(model), "--task", task,
+               "--data-dir", args.data_dir, "--out", str(run), "--epochs", str(epochs), "--lr", str(args.lr),
+               "--batch-size", str(args.batch_size), "--warmup-ratio", "0.1", "--max-length", "128",
+               "--seed", str(seed), "--keep-epochs", "0"]
+        if args.max_train_examples:
+            cmd += ["--max-train-examples", str(args.max_train_examples)]
+        print(f"== {' '.join(cmd)}", flush=True)
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        print(f"   {time.perf_counter() - t0:.0f} s", flush=True)
+    return json.loads((run / "results.json").read_text())
+
+
+def kept_score(results: dict, metric: str) -> float:
+    """`metric` (in points) at the evaluation whose model finetune kept (its best epoch)."""
+    kept = [h for h in results["history"] if h["epoch"] == results["best_epoch"] and f"eval_{metric}" in h]
+    return 100 * kept[-1][f"eval_{metric}"]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def plot(table: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in TASKS if t in table["pretrained"]]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.27
+    for i, (name, colour) in enumerate((("pretrained", "tab:blue"), ("random-init", "tab:gray"))):
+        means = [table[name][t]["mean"] for t in tasks]
+        stds = [table[name][t]["std"] for t in tasks]
+        ax.bar([k + (i - 1) * width for k in range(len(tasks))], means, width, yerr=stds, capsize=3,
+               color=colour, label=f"{name} (mean ± std over seeds, dev)")
+    ax.bar([k + width for k in range(len(tasks))], [TURC_MINI[t] for t in tasks], width, color="tab:green",
+           alpha=0.6, label="Turc et al. BERT-Mini (test)")
+    ax.set_xticks(range(len(tasks)), [TASKS[t][1] for t in tasks])
+    ax.set_ylabel("score (points)")
+    ax.set_title("GLUE-lite: pretrained against random initialisation, same architecture")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="the pretrained checkpoint (slimbert pretrain's OUT)")
+    p.add_argument("--data-dir", default="../shared/data/glue")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--epochs", type=int, default=4, help="epochs on every task but SST-2 (Turc et al.: 4)")
+    p.add_argument("--sst2-epochs", type=int, default=2, help="epochs on SST-2 (67k sentences)")
+    p.add_argument("--lr", type=float, default=1e-4, help="from Turc et al.'s grid (3e-4, 1e-4, 5e-5, 3e-5)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-train-examples", type=int, help="train on the first N examples only (a quick check)")
+    p.add_argument("--out", default="benchmarks/results/glue_lite")
+    args = p.parse_args()
+
+    out = Path(args.out)
+    runs = out / "runs"
+    pretrained = Path(args.model)
+    inits = {"pretrained": pretrained, "random-init": random_init(pretrained, runs / "random-init")}
+    table: dict[str, dict] = {name: {} for name in inits}
+    for task in args.tasks:
+        metric = TASKS[task][0]
+        for name, model in inits.items():
+            scores = [kept_score(finetune(model, task, seed, runs / name / task / f"s{seed}", args), metric)
+                      for seed in args.seeds]
+            m, s = mean_std(scores)
+            table[name][task] = {"scores": scores, "mean": m, "std": s}
+            print(f"   {task} {name}: {m:.2f} ± {s:.2f}", flush=True)
+    for name in inits:
+        table[name]["glue_lite"] = statistics.mean(table[name][t]["mean"] for t in args.tasks)
+    anchor = statistics.mean(TURC_MINI[t] for t in args.tasks)
+    gain = table["pretrained"]["glue_lite"] - table["random-init"]["glue_lite"]
+
+    record = {"date": str(date.today()), "machine": detect_machine().line(), "model": args.model,
+              "tasks": args.tasks, "seeds": args.seeds, "epochs": args.epochs,
+              "sst2_epochs": args.sst2_epochs, "lr": args.lr, "batch_size": args.batch_size, "table": table,
+              "turc_bert_mini_test": TURC_MINI,
+              "turc_glue_lite": anchor, "gain": gain}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "glue_lite.json").write_text(json.dumps(record, indent=2) + "\n")
+    header = "| model | " + " | ".join(TASKS[t][1] for t in args.tasks) + " | GLUE-lite |"
+    lines = [f"Machine: {record['machine']}. Dev sets, mean ± std over seeds {args.seeds}.", "",
+             header, "|---|" + "---:|" * (len(args.tasks) + 1)]
+    for name in inits:
+        cells = [f"{table[name][t]['mean']:.2f} ± {table[name][t]['std']:.2f}" for t in args.tasks]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {table[name]['glue_lite']:.2f} |")
+    turc = " | ".join(f"{TURC_MINI[t]:.1f}" for t in args.tasks)
+    lines.append(f"| Turc et al. BERT-Mini (test set) | {turc} | {anchor:.2f} |")
+    lines += ["", f"Pretrained minus random init: {gain:+.2f} points."]
+    (out / "glue_lite.md").write_text("\n".join(lines) + "\n")
+    plot(table, out / "glue_lite.png")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
