@@ -11,9 +11,10 @@ is printed beside it as the far anchor.
         --data-dir ../shared/data/glue --out benchmarks/results/glue_lite
 
 The random initialisation is the pretrained model's config and vocabulary with fresh weights
-(seed 0), saved once to OUT/runs/random-init. Each fine-tuning run is kept in
-OUT/runs/<init>/<task>/s<seed>; a run whose results.json exists is not rerun, so the script
-resumes where it stopped. Writes OUT/glue_lite.json, OUT/glue_lite.md and OUT/glue_lite.png.
+(seed 0), saved once to RUNS/random-init. Each fine-tuning run is kept in
+RUNS/<init>/<task>/s<seed> (--runs, default runs/glue-lite); a run whose results.json exists
+is not rerun, so the script resumes where it stopped. Writes OUT/glue_lite.json, OUT/glue_lite.md
+and OUT/glue_lite.png.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ TASKS = {  # task -> (metric in finetune's records, what the table calls it)
     "rte": ("accuracy", "RTE acc"),
 }
 # Turc et al. 2019, BERT-Mini (L=4, H=256), GLUE test set, from the BERT miniatures' release notes.
+INITS = ("pretrained", "random-init")
 TURC_MINI = {"sst2": 85.9, "mrpc": 81.1, "stsb": 73.3, "cola": 0.0, "rte": 57.9}
 
 
@@ -116,14 +118,18 @@ def main() -> None:
     p.add_argument("--sst2-epochs", type=int, default=2, help="epochs on SST-2 (67k sentences)")
     p.add_argument("--lr", type=float, default=1e-4, help="from Turc et al.'s grid (3e-4, 1e-4, 5e-5, 3e-5)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-train-examples", type=int, help="train on the first N examples only (a quick check)")
-    p.add_argument("--out", default="benchmarks/results/glue_lite")
+    p.add_argument("--inits", nargs="+", default=list(INITS), choices=list(INITS),
+                   help="which initialisations to fine-tune (the table compares them when both are given)")
+    p.add_argument("--max-train-examples", type=int, help="train on the first N examples only (quick checks)")
+    p.add_argument("--out", default="benchmarks/results/glue_lite", help="where the table goes")
+    p.add_argument("--runs", default="runs/glue-lite", help="where the fine-tuning runs go")
     args = p.parse_args()
 
     out = Path(args.out)
-    runs = out / "runs"
+    runs = Path(args.runs)
     pretrained = Path(args.model)
     inits = {"pretrained": pretrained, "random-init": random_init(pretrained, runs / "random-init")}
+    inits = {name: inits[name] for name in args.inits}
     table: dict[str, dict] = {name: {} for name in inits}
     for task in args.tasks:
         metric = TASKS[task][0]
@@ -136,7 +142,7 @@ def main() -> None:
     for name in inits:
         table[name]["glue_lite"] = statistics.mean(table[name][t]["mean"] for t in args.tasks)
     anchor = statistics.mean(TURC_MINI[t] for t in args.tasks)
-    gain = table["pretrained"]["glue_lite"] - table["random-init"]["glue_lite"]
+    gain = (table["pretrained"]["glue_lite"] - table["random-init"]["glue_lite"]) if len(inits) == 2 else None
 
     record = {"date": str(date.today()), "machine": detect_machine().line(), "model": args.model,
               "tasks": args.tasks, "seeds": args.seeds, "epochs": args.epochs,
@@ -153,9 +159,10 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {table[name]['glue_lite']:.2f} |")
     turc = " | ".join(f"{TURC_MINI[t]:.1f}" for t in args.tasks)
     lines.append(f"| Turc et al. BERT-Mini (test set) | {turc} | {anchor:.2f} |")
-    lines += ["", f"Pretrained minus random init: {gain:+.2f} points."]
+    if gain is not None:
+        lines += ["", f"Pretrained minus random init: {gain:+.2f} points."]
+        plot(table, out / "glue_lite.png")
     (out / "glue_lite.md").write_text("\n".join(lines) + "\n")
-    plot(table, out / "glue_lite.png")
     print("\n".join(lines))
 
 
