@@ -114,6 +114,17 @@ def step_log_probs(logits: torch.Tensor, step: int, limits: torch.Tensor, config
     return logp
 
 
+def row_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """(N,) the index of each row's largest value (the first, on ties), for (N, V) scores.
+
+    On the CPU this goes through NumPy, whose argmax is vectorised: torch's argmax (or max) over
+    the last dimension of a (32, 8000) float tensor took 6-10x as long (116-197 us against 20 us
+    on a 2-core AVX-512 machine), about a tenth of a small decoder's step."""
+    if scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(scores.contiguous().numpy().argmax(-1))
+    return scores.argmax(-1)
+
+
 def normalised(log_prob: float, length: int, alpha: float) -> float:
     return log_prob / length ** alpha
 
@@ -141,8 +152,8 @@ def greedy_search(model: Seq2SeqDecoder, input_ids: torch.Tensor, attention_mask
     results: list[list[Hypothesis]] = [[] for _ in range(B)]
     for step in range(int(limits.max())):
         logp = step_log_probs(model.next_logits(tokens, state), step, limits[live], config, cfg)
-        best, token = logp.max(-1)  # (N,)
-        scores = scores + best
+        token = row_argmax(logp).to(logp.device)  # (N,)
+        scores = scores + logp.gather(1, token[:, None]).squeeze(1)
         tokens = torch.cat([tokens, token[:, None]], dim=1)
         ended = (token == cfg.eos_token_id).cpu()
         if not bool(ended.any()):

@@ -139,7 +139,7 @@ class MultiHeadAttention(nn.Module):
                 k, v = cache.update(k, v)  # (B, N, S, D)
         S = k.shape[2]
         is_causal = self.causal and mask is None and past == 0 and T == S and not output_attentions
-        if self.causal and not is_causal:
+        if self.causal and not is_causal and T > 1:  # one query is the last position: it sees every key
             mask = combine_masks(mask, causal_mask(T, S, x.device))
         dropout_p = self.dropout if self.training else 0.0
         if self.scale_kind == "log_n":
