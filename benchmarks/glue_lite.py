@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
 import torch
+from runner import run_command
 
 from slimbert.checkpoint import load_model, load_tokenizer, save_checkpoint
 from slimbert.hardware import detect_machine
@@ -65,10 +64,7 @@ def finetune(model: Path, task: str, seed: int, run: Path, args) -> dict:
                "--seed", str(seed), "--keep-epochs", "0"]
         if args.max_train_examples:
             cmd += ["--max-train-examples", str(args.max_train_examples)]
-        print(f"== {' '.join(cmd)}", flush=True)
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True)
-        print(f"   {time.perf_counter() - t0:.0f} s", flush=True)
+        run_command(cmd)
     return json.loads((run / "results.json").read_text())
 
 

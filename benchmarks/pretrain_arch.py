@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
 import torch
+from runner import run_command
 
 from slimbert.checkpoint import load_model, load_tokenizer
 from slimbert.config import BertConfig
@@ -71,10 +70,7 @@ def pretrain_once(name: str, run: Path, options: list[str], args) -> None:
         cmd += ["--vocab", args.vocab]
     elif args.vocab_size:
         cmd += ["--vocab-size", str(args.vocab_size)]
-    print(f"== {name}: {' '.join(cmd)}", flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    print(f"   {time.perf_counter() - t0:.0f} s", flush=True)
+    run_command(cmd, name)
 
 
 def scored(name: str, run: Path, args) -> dict:
