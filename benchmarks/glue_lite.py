@@ -7,13 +7,14 @@ is the mean of the five task means. Turc et al. 2019's BERT-Mini (4 x 256, pretr
 BooksCorpus + Wikipedia for 1M steps at batch 256, GLUE test set, best of a hyper-parameter grid)
 is printed beside it as the far anchor.
 
-    python benchmarks/glue_lite.py --model /root/slimbert-runs/mini-pretrained \
+    python benchmarks/glue_lite.py --model runs/mini-pretrained \
         --data-dir ../shared/data/glue --out benchmarks/results/glue_lite
 
 The random initialisation is the pretrained model's config and vocabulary with fresh weights
 (seed 0), saved once to RUNS/random-init. Each fine-tuning run is kept in
 RUNS/<init>/<task>/s<seed> (--runs, default runs/glue-lite); a run whose results.json exists
-is not rerun, so the script resumes where it stopped. Writes OUT/glue_lite.json, OUT/glue_lite.md
+is not rerun, and one stopped midway continues from its last epoch (`finetune --resume`), so
+the script resumes where it stopped. Writes OUT/glue_lite.json, OUT/glue_lite.md
 and OUT/glue_lite.png.
 """
 
@@ -62,6 +63,8 @@ def finetune(model: Path, task: str, seed: int, run: Path, args) -> dict:
                "--data-dir", args.data_dir, "--out", str(run), "--epochs", str(epochs), "--lr", str(args.lr),
                "--batch-size", str(args.batch_size), "--warmup-ratio", "0.1", "--max-length", "128",
                "--seed", str(seed), "--keep-epochs", "0"]
+        if (run / "last").is_dir():  # stopped during a run: continue from its last epoch
+            cmd.append("--resume")
         if args.max_train_examples:
             cmd += ["--max-train-examples", str(args.max_train_examples)]
         run_command(cmd)
