@@ -344,6 +344,13 @@ def test_heldout_text_is_scored_at_every_evaluation_and_the_lowest_loss_model_is
     assert (out / "pretrain_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_dropout_sets_the_new_models_dropout(files, tmp_path):
+    out = tmp_path / "run"
+    assert main(pretrain_args(files, tmp_path, out, "--max-steps", "2", "--batch-size", "4", "--dropout", "0.2")) == 0
+    config = load_model(out).config  # the model config file of these tests has no dropout
+    assert config.hidden_dropout_prob == config.attention_probs_dropout_prob == 0.2
+
+
 def test_the_output_is_a_bert_for_masked_lm_with_equal_logits_in_transformers(files, tmp_path, csv_task):
     transformers = pytest.importorskip("transformers")
     out = tmp_path / "run"
@@ -526,6 +533,7 @@ def test_from_a_bare_encoder_adds_a_fresh_mlm_head_and_keeps_its_vocabulary(file
     (["--global-batch", "6", "--batch-size", "4"], "global_batch 6 is not a multiple"),
     (["--heldout", "nothere.txt"], "nothere.txt: heldout file not found"),
     (["--heldout-lines", "5"], "heldout_lines needs --heldout FILE"),
+    (["--dropout", "1.5"], "dropout must be in [0, 1), got 1.5"),
 ])
 def test_bad_options_are_one_line_errors(files, tmp_path, capsys, argv, message):
     assert main(pretrain_args(files, tmp_path, tmp_path / "out", *argv)) == 2  # the later option wins

@@ -84,6 +84,9 @@ class PretrainConfig:
     # tiny | mini | small | medium | base (Turc et al. 2019), or a config.json with any BertConfig
     # fields (norm_style, position_embedding_type, ...) (default: mini; with --from, that model)
     model_config: str | None = None
+    # dropout of the new model (hidden and attention probabilities), instead of its config's (BERT: 0.1);
+    # 0 suits a single pass over the corpus, as in Cramming (Geiping & Goldstein 2023)
+    dropout: float | None = None
     # continue pretraining this checkpoint (a bare encoder gets a fresh MLM head); its vocabulary is kept
     init_from: str | None = field(default=None, metadata={"flag": "--from", "metavar": "DIR"})
     # directory with vocab.txt (default: a WordPiece vocabulary trained on the corpus)
@@ -124,9 +127,11 @@ class PretrainConfig:
             raise ConfigError(f"seq_length must be at least 3 ([CLS], a token, [SEP]), got {self.seq_length}")
         if not 0 < self.mask_prob < 1:
             raise ConfigError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
-        if self.init_from and (self.vocab or self.vocab_size or self.model_config):
+        if self.init_from and (self.vocab or self.vocab_size or self.model_config or self.dropout is not None):
             raise ConfigError("--from keeps that checkpoint's model and vocabulary; drop --vocab, "
-                              "--vocab-size and --model-config")
+                              "--vocab-size, --model-config and --dropout")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.vocab and self.vocab_size:
             raise ConfigError("give either --vocab (an existing vocabulary) or --vocab-size (train one), "
                               "not both")
@@ -290,7 +295,10 @@ def pretrain(config: PretrainConfig, train: TrainConfig | None = None) -> dict:
         net = load_model(config.init_from, head="mlm")
     else:
         spec = config.model_config or DEFAULT_PRESET
-        net = build_model(model_config(spec, len(tokenizer), tokenizer.pad_id))
+        shape = model_config(spec, len(tokenizer), tokenizer.pad_id)
+        if config.dropout is not None:
+            shape = shape.replace(hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout)
+        net = build_model(shape)
     if not isinstance(net.config, BertConfig) or net.config.head != "mlm":
         raise CheckpointError(f"{config.init_from or last}: pretraining needs a BERT model")
     if config.seq_length > net.config.max_position_embeddings:
