@@ -15,7 +15,8 @@ The train MLM loss is the mean over the run's last `--loss-window` steps.
         --out benchmarks/results/pretrain_arch
 
 Writes OUT/pretrain_arch.json and OUT/pretrain_arch.md (a Markdown table); each run is kept in
-OUT/runs/<variant>/. A variant whose OUT/runs/<variant>/results.json exists is not rerun.
+RUNS/<variant>/ (--runs, default runs/pretrain-arch). A variant whose RUNS/<variant>/results.json
+exists is not rerun.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def main() -> None:
     p.add_argument("--loss-window", type=int, default=200,
                    help="steps per logged period; the last period's mean is the train MLM loss reported")
     p.add_argument("--mask-seed", type=int, default=0, help="masking seed of the held-out text")
-    p.add_argument("--out", default="benchmarks/results/pretrain_arch")
+    p.add_argument("--out", default="benchmarks/results/pretrain_arch", help="where the table goes")
+    p.add_argument("--runs", default="runs/pretrain-arch", help="where the pretraining runs go")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more `slimbert pretrain` options")
     args = p.parse_args()
     out = Path(args.out)
@@ -121,7 +123,7 @@ def main() -> None:
         slug = SLUGS[name]
         if slug not in args.variants:
             continue
-        run = out / "runs" / slug
+        run = Path(args.runs) / slug
         # vocab_size is replaced by the vocabulary's at build time; the shape and fields stay.
         config_file = out / "configs" / f"{slug}.json"
         variant_config(args.shape, changes, vocab_size=30522).save(config_file)

@@ -16,8 +16,8 @@ the same masked tokens for every model.
         --corpus ../shared/data/pretrain/wikipedia/*.txt ../shared/data/pretrain/books/*.txt \
         --vocab bundled:minilm-l6 --out benchmarks/results/pretrain_batch
 
-Writes OUT/pretrain_batch.json and OUT/pretrain_batch.md; each run is kept in OUT/runs/<name>/.
-A run whose OUT/runs/<name>/results.json exists is not rerun.
+Writes OUT/pretrain_batch.json and OUT/pretrain_batch.md; each run is kept in RUNS/<name>/ (--runs,
+default runs/pretrain-batch). A run whose RUNS/<name>/results.json exists is not rerun.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def main() -> None:
                    help="optimizer steps per logged period at batch 2048 (x16 at batch 128)")
     p.add_argument("--mask-seed", type=int, default=0, help="masking seed of the held-out text")
     p.add_argument("--only", nargs="+", help="run only these of adamw-128, adamw-2048, lamb-2048")
-    p.add_argument("--out", default="benchmarks/results/pretrain_batch")
+    p.add_argument("--out", default="benchmarks/results/pretrain_batch", help="where the table goes")
+    p.add_argument("--runs", default="runs/pretrain-batch", help="where the pretraining runs go")
     args = p.parse_args()
     out = Path(args.out)
     (out / "configs").mkdir(parents=True, exist_ok=True)
@@ -79,7 +80,7 @@ def main() -> None:
     for name, setting in runs(args).items():
         if args.only and name not in args.only:
             continue
-        run = out / "runs" / name
+        run = Path(args.runs) / name
         log_every = args.log_steps * (LARGE // setting["global_batch"])
         pretrain_once(name, run, ["--model-config", str(config_file), "--max-tokens", str(args.max_tokens),
                                   "--seq-length", str(args.seq_length), "--batch-size", str(args.micro_batch),
