@@ -109,8 +109,6 @@ def mlm_perplexity(model: nn.Module, tokenizer: Tokenizer, path: str | Path, seq
                    max_lines: int | None = None) -> PerplexityResult:
     """exp(masked-LM loss) of a BertForMaskedLM on the text file `path`, masked at a fixed
     `seed` (see the module docstring). The model is put in eval mode."""
-    if getattr(getattr(model, "config", None), "head", None) != "mlm":
-        raise ValueError("perplexity needs a model with an MLM head (config.head == 'mlm')")
     return HeldoutMLM(tokenizer, path, seq_length, mask_prob, seed, batch_size, max_lines)(model)
 
 
