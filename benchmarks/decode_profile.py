@@ -16,19 +16,20 @@ import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from translation_models import served_model, sorted_sources
 
-from slimbert.checkpoint import load_model, load_tokenizer
-from slimbert.compress.quantize import quantize_int8
 from slimbert.generation import SearchConfig, translate
 from slimbert.hardware import detect_machine
 
-GEMMS = ("aten::addmm", "aten::mm", "aten::bmm", "quantized::linear_dynamic")
+GEMMS = ("aten::addmm", "aten::mm", "aten::bmm", "quantized::linear_dynamic", "mkldnn::_linear_pointwise")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a translation checkpoint")
     p.add_argument("--int8", action="store_true", help="serve with int8 weights (all scope)")
+    p.add_argument("--packed", action="store_true",
+                   help="the vocabulary projection prepacked by oneDNN, as `slimbert translate` serves it")
     p.add_argument("--src", required=True, help="source sentences, one per line")
     p.add_argument("--lines", type=int, default=320, help="decode the first N sentences")
     p.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
@@ -39,11 +40,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(detect_machine().line())
 
-    model, tokenizer = load_model(args.model).eval(), load_tokenizer(args.model)
-    if args.int8:
-        model = quantize_int8(model, "all")
-    with open(args.src, encoding="utf-8") as f:
-        lines = sorted((line.rstrip("\n") for line in list(f)[:args.lines]), key=len)
+    model, tokenizer = served_model(args.model, args.int8, args.packed)
+    lines = sorted_sources(args.src, args.lines)
     config = SearchConfig(beam_size=args.beam)
     translate(model, tokenizer, lines[:64], config, args.batch_size)  # warm-up
     t0 = time.perf_counter()

@@ -17,9 +17,8 @@ import statistics
 import time
 
 import torch
+from translation_models import served_model, sorted_sources
 
-from slimbert.checkpoint import load_model, load_tokenizer
-from slimbert.compress.quantize import quantize_int8
 from slimbert.generation import SearchConfig, search, translate
 from slimbert.hardware import detect_machine
 
@@ -55,13 +54,10 @@ def main() -> None:
     print(f"argmax of (32, 8000) scores: torch {microseconds(torch_argmax, x):.0f} us, "
           f"NumPy {microseconds(NUMPY, x):.0f} us")
 
-    with open(args.src, encoding="utf-8") as f:
-        lines = sorted((line.rstrip("\n") for line in list(f)[:args.lines]), key=len)
+    lines = sorted_sources(args.src, args.lines)
     config = SearchConfig(beam_size=1)
     for path in args.model:
-        model, tokenizer = load_model(path).eval(), load_tokenizer(path)
-        if path in args.int8:
-            model = quantize_int8(model, "all")
+        model, tokenizer = served_model(path, path in args.int8)
         translate(model, tokenizer, lines[:64], config, 32)  # warm-up
         speeds: dict[str, list[float]] = {"torch": [], "numpy": []}
         outputs = {}

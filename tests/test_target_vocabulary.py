@@ -119,7 +119,7 @@ def test_translate_and_bench_take_a_target_vocabulary_file(checkpoint, tmp_path,
                  "--target-vocabulary", str(root / "train.en")]) == 0
     lines = capsys.readouterr().out.splitlines()
     restricted, _ = load_translator(model_dir, "cpu", target_vocabulary=str(root / "train.en"))
-    assert restricted.embeddings.shortlist is not None
+    assert restricted.embeddings.serving is not None
     expected = translate(restricted, tokenizer, GERMAN, SearchConfig(beam_size=1))
     assert lines == expected.best
     allowed = set(target_vocabulary(tokenizer, ENGLISH))

@@ -2,7 +2,9 @@
 
 Backends (each serves the same weights as the checkpoint):
 
-    torch              the checkpoint in slimbert's model, KV-cached search (`slimbert.generation`)
+    torch              the checkpoint in slimbert's model, KV-cached search (`slimbert.generation`),
+                       served as `slimbert translate` does: fp32, the vocabulary projection's
+                       weight prepacked by oneDNN on the CPU (`SharedEmbeddings.pack_output`)
     torch-int8         dynamic int8 of the attention projections (encoder and decoder)
     torch-int8-all     dynamic int8 of every Linear, the feed-forward layers too
     torch-bf16         bfloat16 weights; only where the CPU has AVX512-BF16/AMX (or on CUDA)
@@ -55,6 +57,7 @@ from slimbert.generation.search import length_limits
 from slimbert.generation.translation import Translations, translate_ids
 from slimbert.hardware import detect_machine
 from slimbert.io import atomic_write, atomic_write_text
+from slimbert.modules import PackedLinear
 
 VOCAB = "+vocab"  # suffix of a backend served over the target vocabulary only (--target-vocabulary)
 
@@ -148,8 +151,9 @@ def engines_for(checkpoint: Path, backends: Sequence[str], workdir: Path, thread
         try:
             if backend not in SEQ2SEQ_BACKENDS:
                 raise SlimbertError(f"unknown backend '{backend}'; choose from {', '.join(SEQ2SEQ_BACKENDS)}")
-            if backend == "torch":
-                net = model
+            if backend == "torch":  # as `slimbert translate` serves it: the projection prepacked
+                net = copy.deepcopy(model)
+                net.embeddings.pack_output()
             elif backend.startswith("torch-int8"):
                 if model.config.quantization:
                     raise BackendUnavailable("the checkpoint is already int8")
@@ -161,7 +165,8 @@ def engines_for(checkpoint: Path, backends: Sequence[str], workdir: Path, thread
             else:
                 net = None
             if net is not None:
-                files = checkpoint if net is model else save_checkpoint(net, tokenizer, workdir / backend)
+                files = (checkpoint if backend == "torch"
+                         else save_checkpoint(net, tokenizer, workdir / backend))
                 engines.append(Engine(label, backend, _torch_translate(net, tokenizer), _bytes(files)))
                 if vocabulary is not None:
                     restricted = copy.deepcopy(net)
@@ -280,6 +285,7 @@ def run_bench_seq2seq(models: Sequence[tuple[str, object, object, Path]], backen
             "latency_sentences": len(latency_lines), "batch_size": batch_size, "beam": beam, "rounds": rounds,
             "max_len_a": max_len_a, "max_len_b": max_len_b, "skipped": skipped,
             "target_vocabulary": vocabulary_sizes,  # per model: [pieces kept, vocabulary size]
+            "torch_projection": "prepacked" if PackedLinear.supports(torch.zeros(1, 1)) else "plain",
             "load_average": os.getloadavg()}
     return rows, meta
 

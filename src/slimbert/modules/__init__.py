@@ -7,11 +7,12 @@ from slimbert.modules.feedforward import FeedForward, activation
 from slimbert.modules.gau import GatedAttentionUnit, GAULayer
 from slimbert.modules.kv_cache import KVCache, LayerCache, StackCache
 from slimbert.modules.layer import StackOutput, TransformerLayer, TransformerStack
+from slimbert.modules.packed_linear import PackedLinear
 from slimbert.modules.positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions
 from slimbert.modules.recurrent import PackedLSTM, merge_directions
 
 __all__ = [
-    "FeedForward", "GAULayer", "GatedAttentionUnit", "KVCache", "LayerCache", "LearnedPositions", "MultiHeadAttention", "PackedLSTM", "RotaryEmbedding",
+    "FeedForward", "GAULayer", "GatedAttentionUnit", "KVCache", "LayerCache", "LearnedPositions", "MultiHeadAttention", "PackedLSTM", "PackedLinear", "RotaryEmbedding",
     "SinusoidalPositions", "StackCache", "StackOutput", "TransformerLayer", "TransformerStack", "activation",
     "causal_mask", "combine_masks", "merge_directions", "padding_mask",
 ]

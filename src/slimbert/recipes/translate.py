@@ -43,6 +43,9 @@ class TranslateConfig:
     # training targets): a smaller vocabulary projection, faster decoding (a CTranslate2 model
     # takes it at export)
     target_vocabulary: str | None = None
+    # torch on the CPU in fp32: the vocabulary projection runs with its weight prepacked by
+    # oneDNN (the same logits up to float rounding, faster); --no-pack-weights: plain torch
+    pack_weights: bool = True
 
     def __post_init__(self) -> None:
         positive(self, "beam", "nbest", "batch_size")
@@ -58,7 +61,8 @@ class TranslateConfig:
 
     def load(self) -> tuple[nn.Module | CTranslate2Translator, SubwordTokenizer]:
         """The model and tokenizer these options name (see `load_translator`)."""
-        return load_translator(self.model, self.device, self.backend, self.compute_type, self.target_vocabulary)
+        return load_translator(self.model, self.device, self.backend, self.compute_type,
+                               self.target_vocabulary, self.pack_weights)
 
     def search(self) -> SearchConfig:
         try:
@@ -70,11 +74,13 @@ class TranslateConfig:
 
 
 def load_translator(spec: str | Path, device: str = "auto", backend: str = "torch",
-                    compute_type: str = "default", target_vocabulary: str | None = None
-                    ) -> tuple[nn.Module | CTranslate2Translator, SubwordTokenizer]:
+                    compute_type: str = "default", target_vocabulary: str | None = None,
+                    pack_weights: bool = False) -> tuple[nn.Module | CTranslate2Translator, SubwordTokenizer]:
     """A translation model and its joint vocabulary: a slimbert checkpoint directory (`torch`),
     or an exported CTranslate2 directory (`ctranslate2`). `target_vocabulary`: a file of
-    target-language text whose pieces the torch model's output is restricted to."""
+    target-language text whose pieces the torch model's output is restricted to.
+    `pack_weights`: serve the torch model's vocabulary projection prepacked by oneDNN where it
+    can be (`SharedEmbeddings.pack_output`), for a model that will only translate."""
     directory = resolve(spec)
     if backend == "ctranslate2":
         engine = CTranslate2Translator(directory, "cuda" if resolve_device(device).type == "cuda" else "cpu",
@@ -94,6 +100,9 @@ def load_translator(spec: str | Path, device: str = "auto", backend: str = "torc
     model = model.to(resolve_device(device))
     if target_vocabulary:
         model.embeddings.restrict_output(read_target_vocabulary(target_vocabulary, tokenizer))
+    if pack_weights and model.embeddings.pack_output():
+        log.info("the vocabulary projection runs with its weight prepacked by oneDNN "
+                 "(--no-pack-weights: off)")
     return model, tokenizer
 
 
