@@ -49,17 +49,16 @@ def main() -> None:
     if not PackedLinear.supports(torch.zeros(1, 1)):
         raise SystemExit("this torch build lacks oneDNN's packed linear operators: nothing to compare")
     lines = sorted_sources(args.src, args.lines)
+    one_by_one = lines[::max(1, len(lines) // args.latency_lines)]
     settings = [("greedy, batch 32", SearchConfig(beam_size=1), 32, lines),
                 ("beam 5, batch 32", SearchConfig(beam_size=5), 32, lines),
-                ("greedy, batch 1", SearchConfig(beam_size=1), 1, lines[::max(1, len(lines) // args.latency_lines)])]
+                ("greedy, batch 1", SearchConfig(beam_size=1), 1, one_by_one)]
 
     for path in args.model:
         plain, tokenizer = served_model(path)
         packed, _ = served_model(path, packed=True)
-        weight = plain.embeddings.tokens.weight.detach()
-        if plain.embeddings.output is not None:
-            weight = plain.embeddings.output.weight.detach()
-        layer = PackedLinear(weight)
+        layer = packed.embeddings.serving[1]  # the PackedLinear that decoding uses
+        weight = layer.source_weight
         with torch.inference_mode():
             for rows in (1, 32, 160):
                 x = torch.randn(rows, weight.shape[1])

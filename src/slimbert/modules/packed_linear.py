@@ -8,10 +8,11 @@ oneDNN can do it once ("prepacking"). torch.compile does the same when it freeze
 two operators: `torch.ops.mkldnn._reorder_linear_weight` and `torch.ops.mkldnn._linear_pointwise`.
 
 They are internal to PyTorch, so `PackedLinear.supports` tries them once and everything falls
-back to the plain layer where they are missing. On a 2-core AMD EPYC (AVX-512), torch 2.13: the
-(8000 x 256) vocabulary projection of a Multi30k translation model took 2.1x less time for 32
-rows, 2.3x for 1 row; greedy decoding in batches of 32 ran 1.33x faster (BENCHMARKS.md).
-Small matrices gain little or lose at 1 row, which is why models pack only their projection.
+back to the plain layer where they are missing. On a 2-core AMD EPYC (AVX-512), torch 2.13, the
+(8000 x 256) vocabulary projection of a Multi30k translation model ran 2.5x faster for 1 row and
+4.2x for 32; greedy decoding in batches of 32 ran 1.22x faster (BENCHMARKS.md,
+`benchmarks/packed_projection.py`). Small matrices gain little or lose at 1 row, which is why
+models pack only their projection.
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ class PackedLinear(nn.Module):
                              f"{weight.device}")
         self.out_features, self.in_features = weight.shape
         self.rows_hint = rows_hint  # the number of rows oneDNN tunes the layout for
-        # plain attributes, not buffers: the source is kept to copy the layer (the packed tensor
-        # cannot be copied), and neither belongs in a state dict
-        self.source = (weight.detach(), None if bias is None else bias.detach())
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), rows_hint)
+        # plain attributes, not buffers: the source weight is kept to copy the layer (the packed
+        # tensor cannot be copied), and none of them belongs in a state dict
+        self.source_weight = weight.detach()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.source_weight.contiguous(), rows_hint)
         self.bias_ = None if bias is None else bias.detach().contiguous()
 
     @staticmethod
@@ -64,8 +65,8 @@ class PackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias_, "none", [], "")
 
     def __deepcopy__(self, memo: dict) -> PackedLinear:
-        weight, bias = self.source
-        return PackedLinear(weight.clone(), None if bias is None else bias.clone(), self.rows_hint)
+        bias = None if self.bias_ is None else self.bias_.clone()
+        return PackedLinear(self.source_weight.clone(), bias, self.rows_hint)
 
     def extra_repr(self) -> str:
         bias = self.bias_ is not None
