@@ -46,7 +46,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(detect_machine().line())
-    if not PackedLinear.supports(torch.zeros(1, 1)):
+    if not PackedLinear.available():
         raise SystemExit("this torch build lacks oneDNN's packed linear operators: nothing to compare")
     lines = sorted_sources(args.src, args.lines)
     one_by_one = lines[::max(1, len(lines) // args.latency_lines)]

@@ -184,6 +184,7 @@ def test_the_student_trains_on_the_teachers_translations_and_a_damaged_cache_ent
                                            progress=False)
 
     ids, path, reused = translations()
+    assert not model.embeddings.packed  # packed for the decoding only, then served plain again
     decoded = translate(model, tokenizer, sources, search).hypotheses
     assert not reused and ids == [hyps[0].tokens for hyps in decoded]
     path.write_text("[1, 2]\n")  # cut short

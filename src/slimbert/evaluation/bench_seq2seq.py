@@ -285,7 +285,7 @@ def run_bench_seq2seq(models: Sequence[tuple[str, object, object, Path]], backen
             "latency_sentences": len(latency_lines), "batch_size": batch_size, "beam": beam, "rounds": rounds,
             "max_len_a": max_len_a, "max_len_b": max_len_b, "skipped": skipped,
             "target_vocabulary": vocabulary_sizes,  # per model: [pieces kept, vocabulary size]
-            "torch_projection": "prepacked" if PackedLinear.supports(torch.zeros(1, 1)) else "plain",
+            "torch_projection": "prepacked" if PackedLinear.available() else "plain",
             "load_average": os.getloadavg()}
     return rows, meta
 

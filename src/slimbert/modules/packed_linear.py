@@ -54,10 +54,14 @@ class PackedLinear(nn.Module):
         self.bias_ = None if bias is None else bias.detach().contiguous()
 
     @staticmethod
+    def available() -> bool:
+        """Whether this machine's PyTorch has oneDNN's packing operators, and they work."""
+        return torch.backends.mkldnn.is_available() and _operators_work()
+
+    @staticmethod
     def supports(weight: torch.Tensor) -> bool:
         """Whether `weight` can be packed here: fp32, on the CPU, with oneDNN's operators present."""
-        return (weight.device.type == "cpu" and weight.dtype == torch.float32
-                and torch.backends.mkldnn.is_available() and _operators_work())
+        return weight.device.type == "cpu" and weight.dtype == torch.float32 and PackedLinear.available()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.requires_grad and torch.is_grad_enabled():

@@ -148,7 +148,8 @@ def teacher_translations(teacher: nn.Module, tokenizer: SubwordTokenizer, teache
                          sources: list[str], search: SearchConfig, cache_dir: Path, batch_size: int = 32,
                          progress: bool = True) -> tuple[list[list[int]], Path, bool]:
     """The token ids (without </s>) of the teacher's best translation of every source, from the
-    cache or decoded now (in length-sorted batches, with the KV cache) and stored atomically.
+    cache or decoded now (in length-sorted batches, with the KV cache, the vocabulary projection
+    prepacked where it can be) and stored atomically.
 
     Returns (ids per source, the cache file, whether it was reused)."""
     path = cache_dir / "seqkd" / f"{translations_key(teacher_dir, sources, search)}.jsonl"
@@ -156,8 +157,13 @@ def teacher_translations(teacher: nn.Module, tokenizer: SubwordTokenizer, teache
     if cached is not None:
         log.info("reusing the teacher's translations of %d sources from %s", len(sources), path)
         return cached, path, True
-    result = translate(teacher, tokenizer, sources, search, batch_size,
-                       progress=f"teacher beam {search.beam_size}" if progress else None)
+    packed = teacher.embeddings.pack_output()  # for this decoding only: faster on the CPU, same output
+    try:
+        result = translate(teacher, tokenizer, sources, search, batch_size,
+                           progress=f"teacher beam {search.beam_size}" if progress else None)
+    finally:
+        if packed:  # the teacher goes on to word-level KD and to initialise the student as it was
+            teacher.embeddings.pack_output(False)
     ids = [hyps[0].tokens if hyps else [] for hyps in result.hypotheses]
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in ids))
