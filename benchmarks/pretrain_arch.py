@@ -63,10 +63,13 @@ def final_train_loss(results: dict) -> float | None:
 
 def pretrain_once(name: str, run: Path, options: list[str], args) -> None:
     """`slimbert pretrain --out RUN OPTIONS` with the corpus and vocabulary of `args`, unless RUN
-    already holds a finished run (results.json)."""
+    already holds a finished run (results.json). A run stopped midway continues (`--resume`)
+    with the plan it started with."""
     if (run / "results.json").exists():
         return
     cmd = [sys.executable, "-m", "slimbert", "pretrain", "--corpus", *args.corpus, "--out", str(run), *options]
+    if (run / "last").is_dir():
+        cmd.append("--resume")
     if args.vocab:
         cmd += ["--vocab", args.vocab]
     elif args.vocab_size:
@@ -87,11 +90,21 @@ def scored(name: str, run: Path, args) -> dict:
         "steps": results.get("total_steps"),
         "tokens": (results.get("total_steps") or 0) * (results.get("tokens_per_step") or 0),
         "wall_seconds": results.get("wall_seconds_this_run"),
+        "machine": results.get("machine"),
         "train_mlm_loss": final_train_loss(results),
         "heldout_mlm_loss": ppl.loss, "heldout_ppl": ppl.perplexity,
         "heldout_masked_tokens": ppl.masked_tokens,
         "curve": [(h.get("step"), h.get("train_loss")) for h in results.get("history") or []],
     }
+
+
+def machine_lines(rows: list[dict], why: str) -> list[str]:
+    """Where the runs ran: one machine line, or each row's with a warning when they differ."""
+    machines = {r.get("machine") or "not recorded" for r in rows}
+    if len(machines) <= 1:
+        return [f"Machine: {next(iter(machines), 'none')}."]
+    return [f"**The runs ran on different machines, so this is not {why}:**", "",
+            *(f"- {r.get('variant') or r.get('run')}: {r.get('machine') or 'not recorded'}" for r in rows)]
 
 
 def main() -> None:
@@ -146,6 +159,7 @@ def main() -> None:
         train = "n/a" if r["train_mlm_loss"] is None else f"{r['train_mlm_loss']:.3f}"
         lines.append(f"| {r['variant']} | {r['parameters'] / 1e6:.2f} M | {r['steps']} | {r['tokens']:,} | "
                      f"{train} | {r['heldout_mlm_loss']:.3f} | {r['heldout_ppl']:.1f} |")
+    lines += ["", *machine_lines(rows, "a comparison at equal wall-clock")]
     (out / "pretrain_arch.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from pretrain_arch import BASELINE, pretrain_once, scored, variant_config
+from pretrain_arch import BASELINE, machine_lines, pretrain_once, scored, variant_config
 from slimbert.recipes.pretrain import MODEL_PRESETS
 
 SMALL, LARGE = 128, 2048
@@ -105,6 +105,7 @@ def main() -> None:
         wall = "n/a" if r["wall_seconds"] is None else f"{r['wall_seconds'] / 60:.1f} min"
         lines.append(f"| {r['run']} | {r['optimizer']} | {r['global_batch']} | {r['lr']:.2g} | {r['steps']} | "
                      f"{train} | {r['heldout_mlm_loss']:.3f} | {r['heldout_ppl']:.1f} | {wall} |")
+    lines += ["", *machine_lines(rows, "a comparison of wall-clock (the losses compare at equal tokens)")]
     (out / "pretrain_batch.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -25,6 +25,7 @@ from slimbert.data.masking import SampleMasker
 from slimbert.data.packed import PackedMLMBatches
 from slimbert.errors import CheckpointError, ConfigError, DataError
 from slimbert.evaluation.perplexity import mlm_perplexity
+from slimbert.hardware import detect_machine
 from slimbert.recipes import pretrain as recipe
 from slimbert.recipes.pretrain import PretrainConfig, parse_duration, pretrain
 from slimbert.training.objectives import MaskedLMObjective
@@ -320,6 +321,7 @@ def test_slimbert_pretrain_end_to_end_learns_and_writes_a_checkpoint(files, tmp_
     results = json.loads((out / "results.json").read_text())
     assert results["total_steps"] == 40 and results["tokens_per_step"] == 8 * 16
     assert results["history"][-1]["train_tokens_per_s"] > 0
+    assert results["machine"] == detect_machine().line()  # what a figure from this run was measured on
     assert load_model(out).config.head == "mlm"
 
 

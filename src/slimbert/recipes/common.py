@@ -23,6 +23,7 @@ from slimbert.data.readers import Table
 from slimbert.data.sources import FileColumns, TaskData, load_task_data
 from slimbert.errors import ConfigError, DataError
 from slimbert.evaluation.metrics import compute_metrics
+from slimbert.hardware import detect_machine
 from slimbert.inference import predict_logits
 from slimbert.io import atomic_write_text, existing_dir
 from slimbert.tokenizer import Tokenizer
@@ -196,6 +197,7 @@ def run_and_record(trainer: Trainer, out: Path, resume: bool, results: dict) -> 
         "config": dataclasses.asdict(trainer.cfg),
         "threads": torch.get_num_threads(),
         "device": str(trainer.device),
+        "machine": detect_machine().line(),  # where the run (its last part, when resumed) ran
     })
     if trainer.rank == 0:
         atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
