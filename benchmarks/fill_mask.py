@@ -26,14 +26,13 @@ SENTENCES = (
 
 
 @torch.inference_mode()
-def top_tokens(model, tokenizer, sentence: str, k: int) -> list[str]:
-    """The k most likely tokens at the first [MASK] of `sentence`."""
+def top_tokens(model, tokenizer, pieces: dict[int, str], sentence: str, k: int) -> list[str]:
+    """The k most likely tokens (`pieces`: id -> token) at the first [MASK] of `sentence`."""
     ids = torch.tensor(tokenizer.encode([sentence]).input_ids)
     masked = (ids[0] == tokenizer.mask_id).nonzero().view(-1)
     if not len(masked):
         raise SystemExit(f"no [MASK] in: {sentence}")
     logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-    pieces = {i: t for t, i in tokenizer.vocab.items()}
     return [pieces[i] for i in logits[0, masked[0]].topk(k).indices.tolist()]
 
 
@@ -44,8 +43,9 @@ def main() -> None:
     p.add_argument("sentences", nargs="*", help="sentences with a [MASK] (default: a few built in)")
     args = p.parse_args()
     model, tokenizer = load_model(args.model).eval(), load_tokenizer(args.model)
+    pieces = {i: t for t, i in tokenizer.vocab.items()}
     for sentence in args.sentences or SENTENCES:
-        print(f"{sentence}\n    {' '.join(top_tokens(model, tokenizer, sentence, args.top))}")
+        print(f"{sentence}\n    {' '.join(top_tokens(model, tokenizer, pieces, sentence, args.top))}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ oneDNN can do it once ("prepacking"). torch.compile does the same when it freeze
 (`torch._inductor.config.freezing`); `PackedLinear` does it without compiling, through the same
 two operators: `torch.ops.mkldnn._reorder_linear_weight` and `torch.ops.mkldnn._linear_pointwise`.
 
-They are internal to PyTorch, so `PackedLinear.supports` tries them once and everything falls
+They are internal to PyTorch, so `PackedLinear.available` tries them once and everything falls
 back to the plain layer where they are missing. On a 2-core AMD EPYC (AVX-512), torch 2.13, the
 (8000 x 256) vocabulary projection of a Multi30k translation model ran 2.5x faster for 1 row and
 4.2x for 32; greedy decoding in batches of 32 ran 1.22x faster (BENCHMARKS.md,
