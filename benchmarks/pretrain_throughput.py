@@ -143,7 +143,7 @@ def run_slimbert(corpus: TokenCorpus, tokenizer, args, precision: str, rank: int
     """Train a fresh model for warm-up + timed steps (+1, whose end is not timed); the seconds
     of the timed steps, as this process saw them."""
     torch.manual_seed(args.seed)
-    net = build_model(model_config(args.model_config, len(tokenizer), tokenizer.pad_id))
+    net = build_model(model_config(args.model_config, len(tokenizer), tokenizer.pad_id, "absolute"))
     masker = SampleMasker.for_tokenizer(tokenizer, 0.15, False, args.seed)
     per_process = args.batch_size // world
     source = ClockedSource(PackedMLMBatches(corpus, args.seq_length, per_process, 1, masker, args.seed, rank,
@@ -187,7 +187,7 @@ def run_hf(blocks, hf_tokenizer, tokenizer, args, precision: str, work: Path) ->
             elif state.global_step == args.warmup + args.steps:
                 self.end = time.perf_counter()
 
-    ours = model_config(args.model_config, len(tokenizer), tokenizer.pad_id)
+    ours = model_config(args.model_config, len(tokenizer), tokenizer.pad_id, "absolute")
     if not ours.is_hf_compatible:
         raise SystemExit(f"--model-config {args.model_config}: not a model transformers' BERT computes")
     torch.manual_seed(args.seed)
@@ -396,7 +396,7 @@ def main() -> None:
         corpus = TokenCorpus.build([text], tokenizer, work / "cache", progress=False)
         torch.manual_seed(args.seed)
         slim_params = count_parameters(build_model(model_config(args.model_config, len(tokenizer),
-                                                                tokenizer.pad_id)))
+                                                                tokenizer.pad_id, "absolute")))
         report: dict = {}
         if args.ddp:
             report["ddp"] = scaling(args, work)

@@ -172,6 +172,51 @@ def test_exported_checkpoint_loads_in_transformers_with_same_outputs(tmp_path, h
         torch.testing.assert_close(a.logits[keep], b.logits[keep], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("head,cls", [("none", "RoFormerModel"), ("mlm", "RoFormerForMaskedLM")])
+def test_rotary_bert_exports_as_a_roformer_with_the_same_outputs(tmp_path, head, cls):
+    """RoFormer pairs rotary features (2i, 2i+1), slimbert (i, i+D/2): the export reorders q and k."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config(head=head, position_embedding_type="rope")).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    export_hf(model, None, tmp_path / "out")
+    theirs, info = getattr(transformers, cls).from_pretrained(tmp_path / "out", attn_implementation="eager",
+                                                              output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]  # every weight came from the file
+    assert theirs.config.model_type == "roformer" and theirs.config.architectures == [cls]
+    ids, mask, types = random_inputs(vocab=model.config.vocab_size)
+    with torch.no_grad():
+        a = model(ids, mask, types, output_hidden_states=True, output_attentions=True)
+        b = theirs.eval()(input_ids=ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True,
+                          output_attentions=True)
+    if head == "none":
+        assert_states_close(a, b, mask)
+    else:
+        keep = mask.bool()
+        torch.testing.assert_close(a.logits[keep], b.logits[keep], atol=1e-5, rtol=0)
+
+
+def test_interleaving_keeps_each_rotary_pair_together():
+    from slimbert.compress.roformer import interleave_rows
+    # 2 heads of D = 6: slimbert pairs (0, 3), (1, 4), (2, 5) in each; RoFormer wants them adjacent
+    rows = torch.arange(12.0)[:, None].expand(12, 2)
+    assert interleave_rows(rows, 2)[:, 0].tolist() == [0, 3, 1, 4, 2, 5, 6, 9, 7, 10, 8, 11]
+    assert interleave_rows(torch.arange(12.0), 2).tolist() == [0, 3, 1, 4, 2, 5, 6, 9, 7, 10, 8, 11]
+
+
+@pytest.mark.parametrize("changes,why", [
+    (dict(head="classification"), "classification head"),
+    (dict(norm_style="pre", head="mlm"), "norm_style='pre'"),
+    (dict(attention_scale="log_n", head="mlm"), "attention_scale='log_n'"),
+])
+def test_rotary_models_roformer_cannot_compute_are_refused(tmp_path, changes, why):
+    model = build_model(tiny_config(position_embedding_type="rope", **changes))
+    with pytest.raises(slimbert.CheckpointError, match=why):
+        export_hf(model, None, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
 def test_sdpa_and_explicit_attention_agree():
     torch.manual_seed(0)
     model = build_model(tiny_config()).eval()

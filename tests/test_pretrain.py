@@ -377,6 +377,34 @@ def test_the_output_is_a_bert_for_masked_lm_with_equal_logits_in_transformers(fi
     assert load_model(tmp_path / "ft").config.head == "classification"
 
 
+def test_presets_have_rotary_positions_that_export_to_transformers_roformer_with_equal_logits(files, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    args = ["pretrain", "--corpus", *map(str, files), "--model-config", "tiny", "--vocab-size", "120",
+            "--seq-length", "16", "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--max-steps", "2",
+            "--batch-size", "4"]
+    assert main([*args, "--out", str(tmp_path / "rope")]) == 0
+    ours = load_model(tmp_path / "rope")
+    assert ours.config.position_embedding_type == "rope" and ours.config.num_hidden_layers == 2
+    assert main(["export", "--model", str(tmp_path / "rope"), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    theirs = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    assert type(theirs).__name__ == "RoFormerForMaskedLM"
+    ids = torch.randint(5, ours.config.vocab_size, (3, 16), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 10:] = 0
+    with torch.no_grad():
+        want = theirs(input_ids=ids, attention_mask=mask).logits
+        got = ours(ids, mask).logits
+    torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-5, rtol=1e-4)
+    # --positions absolute: BERT's learned positions, a checkpoint BertForMaskedLM loads as it is
+    assert main([*args, "--out", str(tmp_path / "bert"), "--positions", "absolute"]) == 0
+    bert = load_model(tmp_path / "bert").config
+    assert bert.position_embedding_type == "absolute" and bert.is_hf_compatible
+    # a config file keeps its own positions unless --positions is given
+    assert main(pretrain_args(files, tmp_path, tmp_path / "file", "--max-steps", "1", "--batch-size", "4",
+                              "--positions", "rope")) == 0
+    assert load_model(tmp_path / "file").config.position_embedding_type == "rope"
+
+
 def test_a_resumed_run_equals_the_uninterrupted_one_bit_for_bit_and_reads_no_skipped_data(
         files, tmp_path, monkeypatch):
     """Dropout on, 2 micro-batches a step, a checkpoint every 2 steps; killed during step 5."""
@@ -536,6 +564,8 @@ def test_from_a_bare_encoder_adds_a_fresh_mlm_head_and_keeps_its_vocabulary(file
     (["--heldout", "nothere.txt"], "nothere.txt: heldout file not found"),
     (["--heldout-lines", "5"], "heldout_lines needs --heldout FILE"),
     (["--dropout", "1.5"], "dropout must be in [0, 1), got 1.5"),
+    (["--positions", "learned"], "invalid choice: 'learned'"),
+    (["--from", "bundled:minilm-l6"], "--model-config, --dropout and --positions"),
 ])
 def test_bad_options_are_one_line_errors(files, tmp_path, capsys, argv, message):
     assert main(pretrain_args(files, tmp_path, tmp_path / "out", *argv)) == 2  # the later option wins

@@ -22,6 +22,7 @@ from torch import nn
 
 from slimbert.checkpoint import save_checkpoint
 from slimbert.compress.prune import dense_equivalent
+from slimbert.compress.roformer import export_roformer, roformer_blocker
 from slimbert.config import BertConfig
 from slimbert.errors import CheckpointError
 from slimbert.io import atomic_write
@@ -36,7 +37,8 @@ ONNX_INT8_NAME = "model_int8.onnx"
 
 
 def export_hf(model: nn.Module, tokenizer: Tokenizer | None, directory: str | Path) -> Path:
-    """Write a checkpoint stock `transformers` loads (BertModel/ForSequenceClassification/ForMaskedLM).
+    """Write a checkpoint stock `transformers` loads: BertModel/ForSequenceClassification/ForMaskedLM,
+    or, for a BERT with rotary positions, RoFormerModel/ForMaskedLM (slimbert.compress.roformer).
 
     A pruned model is written in the uniform shapes `transformers` expects, the removed heads
     and neurons as zeros (slimbert.compress.prune.dense_equivalent): the same outputs, but not
@@ -45,14 +47,24 @@ def export_hf(model: nn.Module, tokenizer: Tokenizer | None, directory: str | Pa
     if getattr(config, "quantization", None):
         raise CheckpointError("an int8 model has no Hugging Face BERT form; export the fp32 model, "
                               "or use --format onnx (which quantizes the ONNX graph instead)")
-    if isinstance(config, BertConfig) and config.is_pruned:
+    if not isinstance(config, BertConfig):
+        raise CheckpointError(f"this model is a {config.MODEL_TYPE}, not a BERT; keep it as a slimbert checkpoint")
+    if config.is_pruned:
         model = dense_equivalent(model)
         config = model.config
-    if not config.is_hf_compatible:
-        why = ("uses norm_style='pre', which Hugging Face BERT cannot compute"
-               if isinstance(config, BertConfig) else f"is a {config.MODEL_TYPE}, not a BERT")
-        raise CheckpointError(f"this model {why}; keep it as a slimbert checkpoint")
-    return save_checkpoint(model, tokenizer, directory)
+    if config.is_hf_compatible:
+        return save_checkpoint(model, tokenizer, directory)
+    if config.position_embedding_type == "rope" and roformer_blocker(config) is None:
+        return export_roformer(model, tokenizer, directory)
+    differences = [(config.norm_style != "post", "norm_style='pre'"),
+                   (config.position_embedding_type == "sinusoidal", "sinusoidal positions"),
+                   (config.attention_type != "mha", "attention_type='gau'"),
+                   (config.attention_scale != "sqrt", "attention_scale='log_n'"),
+                   (config.position_embedding_type == "rope" and config.head == "classification",
+                    "rotary positions with a classification head")]
+    why = ", ".join(text for differs, text in differences if differs)
+    raise CheckpointError(f"this model uses {why}, which Hugging Face BERT and RoFormer cannot compute; "
+                          "keep it as a slimbert checkpoint")
 
 
 class _Outputs(nn.Module):

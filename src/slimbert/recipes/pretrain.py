@@ -8,7 +8,8 @@ is Cramming's one-cycle, Geiping & Goldstein 2023).
 
 Model shapes follow Turc et al. 2019 ("Well-Read Students Learn Better"): tiny 2 x 128,
 mini 4 x 256, small 4 x 512, medium 8 x 512, base 12 x 768, with 64-wide heads and a 4x
-feed-forward; a config.json file gives any other shape or variant (pre-norm, RoPE).
+feed-forward, post-norm, and rotary positions (Su et al. 2021; `--positions absolute` for
+BERT's learned ones); a config.json file gives any other shape or variant (pre-norm, GAU).
 
 The corpus is tokenized once into memory-mapped shards under the cache (slimbert.data.corpus);
 the data position is one global sample index, so a run resumes exactly, replays nothing, and
@@ -26,6 +27,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -53,6 +55,10 @@ log = logging.getLogger(__name__)
 # (layers, hidden size) of the BERT miniatures of Turc et al. 2019; heads are 64 wide and the
 # feed-forward 4x the hidden size, as in BERT-base.
 MODEL_PRESETS = {"tiny": (2, 128), "mini": (4, 256), "small": (4, 512), "medium": (8, 512), "base": (12, 768)}
+# The presets' positions. Rotary positions won BENCHMARKS.md's architecture table by far (held-out
+# perplexity after the same wall-clock); `slimbert export --format hf` writes such a model as
+# transformers' RoFormer. "absolute" (BERT's learned positions) loads in BertForMaskedLM as it is.
+PRESET_POSITIONS = "rope"
 DEFAULT_PRESET = "mini"
 DEFAULT_VOCAB_SIZE = 30522
 # What pretraining trains with unless told otherwise: one pass over the corpus at RoBERTa's
@@ -87,6 +93,10 @@ class PretrainConfig:
     # dropout of the new model (hidden and attention probabilities), instead of its config's (BERT: 0.1);
     # 0 suits a single pass over the corpus, as in Cramming (Geiping & Goldstein 2023)
     dropout: float | None = None
+    # positions of the new model: rope (rotary; the presets' default) or absolute (BERT's learned
+    # positions: the output then loads in transformers' BertForMaskedLM as it is); a config.json
+    # keeps its own unless this is given
+    positions: Literal["rope", "absolute"] | None = None
     # continue pretraining this checkpoint (a bare encoder gets a fresh MLM head); its vocabulary is kept
     init_from: str | None = field(default=None, metadata={"flag": "--from", "metavar": "DIR"})
     # directory with vocab.txt (default: a WordPiece vocabulary trained on the corpus)
@@ -127,9 +137,10 @@ class PretrainConfig:
             raise ConfigError(f"seq_length must be at least 3 ([CLS], a token, [SEP]), got {self.seq_length}")
         if not 0 < self.mask_prob < 1:
             raise ConfigError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
-        if self.init_from and (self.vocab or self.vocab_size or self.model_config or self.dropout is not None):
+        if self.init_from and (self.vocab or self.vocab_size or self.model_config or self.dropout is not None
+                               or self.positions):
             raise ConfigError("--from keeps that checkpoint's model and vocabulary; drop --vocab, "
-                              "--vocab-size, --model-config and --dropout")
+                              "--vocab-size, --model-config, --dropout and --positions")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.vocab and self.vocab_size:
@@ -151,12 +162,14 @@ def train_defaults(config: PretrainConfig) -> dict:
 # ------------------------------------------------------------------------------- parts
 
 
-def model_config(spec: str, vocab_size: int, pad_id: int) -> BertConfig:
-    """A preset name or a config.json file -> the BertConfig of an MLM model of this vocabulary."""
+def model_config(spec: str, vocab_size: int, pad_id: int, positions: str | None = None) -> BertConfig:
+    """A preset name or a config.json file -> the BertConfig of an MLM model of this vocabulary.
+    `positions` replaces the position_embedding_type (None: the preset's, or the file's)."""
     if spec in MODEL_PRESETS:
         layers, hidden = MODEL_PRESETS[spec]
         config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                            num_attention_heads=hidden // 64, intermediate_size=4 * hidden)
+                            num_attention_heads=hidden // 64, intermediate_size=4 * hidden,
+                            position_embedding_type=positions or PRESET_POSITIONS)
     elif Path(spec).is_file():
         config = BertConfig.load(spec)
     else:
@@ -164,6 +177,8 @@ def model_config(spec: str, vocab_size: int, pad_id: int) -> BertConfig:
                           f"got '{spec}'")
     if config.vocab_size != vocab_size:
         log.info("vocab_size %d of %s replaced by the vocabulary's %d", config.vocab_size, spec, vocab_size)
+    if positions:
+        config = config.replace(position_embedding_type=positions)
     return config.replace(vocab_size=vocab_size, pad_token_id=pad_id, head="mlm")
 
 
@@ -295,7 +310,7 @@ def pretrain(config: PretrainConfig, train: TrainConfig | None = None) -> dict:
         net = load_model(config.init_from, head="mlm")
     else:
         spec = config.model_config or DEFAULT_PRESET
-        shape = model_config(spec, len(tokenizer), tokenizer.pad_id)
+        shape = model_config(spec, len(tokenizer), tokenizer.pad_id, config.positions)
         if config.dropout is not None:
             shape = shape.replace(hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout)
         net = build_model(shape)
