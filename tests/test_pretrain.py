@@ -353,19 +353,23 @@ def test_dropout_sets_the_new_models_dropout(files, tmp_path):
     assert config.hidden_dropout_prob == config.attention_probs_dropout_prob == 0.2
 
 
+def assert_same_mlm_logits(ours, theirs) -> None:
+    """slimbert's MLM model and a `transformers` one give the same logits at every real token."""
+    ids = torch.randint(5, ours.config.vocab_size, (3, 16), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 10:] = 0
+    with torch.no_grad():
+        want = theirs.eval()(input_ids=ids, attention_mask=mask).logits
+        got = ours.eval()(ids, mask).logits
+    torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-5, rtol=1e-4)
+
+
 def test_the_output_is_a_bert_for_masked_lm_with_equal_logits_in_transformers(files, tmp_path, csv_task):
     transformers = pytest.importorskip("transformers")
     out = tmp_path / "run"
     assert main(pretrain_args(files, tmp_path, out, "--max-steps", "3", "--batch-size", "4")) == 0
     ours = load_model(out)
-    theirs = transformers.BertForMaskedLM.from_pretrained(out).eval()
-    ids = torch.randint(5, ours.config.vocab_size, (3, 16), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(ids)
-    mask[1, 10:] = 0
-    with torch.no_grad():
-        want = theirs(input_ids=ids, attention_mask=mask).logits
-        got = ours(ids, mask).logits
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert_same_mlm_logits(ours, transformers.BertForMaskedLM.from_pretrained(out))
     # and `slimbert finetune --model DIR` takes it as it is: a classifier over the pretrained encoder
     classifier = load_model(out, head="classification", num_labels=2)
     torch.testing.assert_close(classifier.bert.embeddings.word_embeddings.weight,
@@ -386,15 +390,9 @@ def test_presets_have_rotary_positions_that_export_to_transformers_roformer_with
     ours = load_model(tmp_path / "rope")
     assert ours.config.position_embedding_type == "rope" and ours.config.num_hidden_layers == 2
     assert main(["export", "--model", str(tmp_path / "rope"), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
-    theirs = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    theirs = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf")
     assert type(theirs).__name__ == "RoFormerForMaskedLM"
-    ids = torch.randint(5, ours.config.vocab_size, (3, 16), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(ids)
-    mask[1, 10:] = 0
-    with torch.no_grad():
-        want = theirs(input_ids=ids, attention_mask=mask).logits
-        got = ours(ids, mask).logits
-    torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-5, rtol=1e-4)
+    assert_same_mlm_logits(ours, theirs)
     # --positions absolute: BERT's learned positions, a checkpoint BertForMaskedLM loads as it is
     assert main([*args, "--out", str(tmp_path / "bert"), "--positions", "absolute"]) == 0
     bert = load_model(tmp_path / "bert").config
