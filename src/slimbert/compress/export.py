@@ -22,7 +22,7 @@ from torch import nn
 
 from slimbert.checkpoint import save_checkpoint
 from slimbert.compress.prune import dense_equivalent
-from slimbert.compress.roformer import export_roformer, roformer_blocker
+from slimbert.compress.roformer import export_roformer
 from slimbert.config import BertConfig
 from slimbert.errors import CheckpointError
 from slimbert.io import atomic_write
@@ -54,16 +54,14 @@ def export_hf(model: nn.Module, tokenizer: Tokenizer | None, directory: str | Pa
         config = model.config
     if config.is_hf_compatible:
         return save_checkpoint(model, tokenizer, directory)
-    if config.position_embedding_type == "rope" and roformer_blocker(config) is None:
-        return export_roformer(model, tokenizer, directory)
+    if config.position_embedding_type == "rope":
+        return export_roformer(model, tokenizer, directory)  # or a one-line reason it cannot
     differences = [(config.norm_style != "post", "norm_style='pre'"),
                    (config.position_embedding_type == "sinusoidal", "sinusoidal positions"),
                    (config.attention_type != "mha", "attention_type='gau'"),
-                   (config.attention_scale != "sqrt", "attention_scale='log_n'"),
-                   (config.position_embedding_type == "rope" and config.head == "classification",
-                    "rotary positions with a classification head")]
+                   (config.attention_scale != "sqrt", "attention_scale='log_n'")]
     why = ", ".join(text for differs, text in differences if differs)
-    raise CheckpointError(f"this model uses {why}, which Hugging Face BERT and RoFormer cannot compute; "
+    raise CheckpointError(f"this model uses {why}, which Hugging Face BERT cannot compute; "
                           "keep it as a slimbert checkpoint")
 
 
