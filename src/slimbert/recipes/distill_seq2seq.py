@@ -38,9 +38,9 @@ from slimbert.errors import ConfigError, DataError
 from slimbert.generation import SearchConfig, translate
 from slimbert.io import atomic_write_text, file_sha256
 from slimbert.models import count_parameters
-from slimbert.recipes.common import positive, resume_point, run_and_record, seed_everything
+from slimbert.recipes.common import positive, resume_point, seed_everything
 from slimbert.recipes.distill import default_cache_dir
-from slimbert.recipes.train_seq2seq import (TRAIN_DEFAULTS, average_last_epochs, first_pairs, read_pairs,
+from slimbert.recipes.train_seq2seq import (TRAIN_DEFAULTS, first_pairs, read_pairs, train_and_average,
                                              validator)
 from slimbert.recipes.translate import load_translator
 from slimbert.subword import SubwordTokenizer
@@ -259,8 +259,4 @@ def distill_seq2seq(config: DistillSeq2SeqConfig, train: TrainConfig | None = No
         "main_metric": "bleu",
         "model_config": mc.to_dict(),
     }
-    results = run_and_record(trainer, out, config.resume, results)
-    if config.average_last:
-        results["averaged"] = average_last_epochs(out, config.average_last, tokenizer, evaluate)
-        atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
-    return results
+    return train_and_average(trainer, out, config.resume, results, config.average_last, tokenizer, evaluate)

@@ -248,9 +248,16 @@ def train_seq2seq(config: TrainSeq2SeqConfig, train: TrainConfig | None = None) 
         "main_metric": "bleu",
         "model_config": mc.to_dict(),
     }
-    results = run_and_record(trainer, out, config.resume, results)
-    if config.average_last:
-        results["averaged"] = average_last_epochs(out, config.average_last, tokenizer, evaluate)
+    return train_and_average(trainer, out, config.resume, results, config.average_last, tokenizer, evaluate)
+
+
+def train_and_average(trainer: Trainer, out: Path, resume: bool, results: dict, average_last: int,
+                      tokenizer: SubwordTokenizer, evaluate) -> dict:
+    """Train and record `results` (`run_and_record`); with `average_last`, then average the last
+    epoch models and add their scores to results.json under "averaged"."""
+    results = run_and_record(trainer, out, resume, results)
+    if average_last:
+        results["averaged"] = average_last_epochs(out, average_last, tokenizer, evaluate)
         atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     return results
 
