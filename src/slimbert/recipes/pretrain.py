@@ -271,6 +271,54 @@ def plan_time_budget(config: PretrainConfig, train: TrainConfig, net: torch.nn.M
     return plan
 
 
+def pretraining_tokenizer(config: PretrainConfig, last: Path | None, cache: Path, rank: int, world: int,
+                          progress: bool) -> Tokenizer:
+    """The run's vocabulary: the resumed run's, the continued model's, --vocab, or WordPiece trained
+    on the corpus (once, cached)."""
+    if config.resume:
+        return load_tokenizer(last)
+    if config.init_from:
+        return load_tokenizer(config.init_from)
+    if config.vocab:
+        return load_tokenizer(config.vocab)
+    return corpus_vocabulary(config.corpus, config.vocab_size or DEFAULT_VOCAB_SIZE, not config.cased, cache,
+                             rank, world, progress)
+
+
+def pretraining_model(config: PretrainConfig, tokenizer: Tokenizer, last: Path | None) -> torch.nn.Module:
+    """The BERT with an MLM head to train: the resumed run's, the continued model (a fresh head if it
+    had none), or a new one of the preset or config file's shape."""
+    if config.resume:
+        net = load_model(last)
+    elif config.init_from:
+        check_same_vocabulary(config.init_from, tokenizer, "its tokenizer's")
+        net = load_model(config.init_from, head="mlm")
+    else:
+        shape = model_config(config.model_config or DEFAULT_PRESET, len(tokenizer), tokenizer.pad_id,
+                             config.positions)
+        if config.dropout is not None:
+            shape = shape.replace(hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout)
+        net = build_model(shape)
+    if not isinstance(net.config, BertConfig) or net.config.head != "mlm":
+        raise CheckpointError(f"{config.init_from or last}: pretraining needs a BERT model")
+    if config.seq_length > net.config.max_position_embeddings:
+        raise ConfigError(f"seq_length {config.seq_length} is longer than the model's "
+                          f"max_position_embeddings={net.config.max_position_embeddings}")
+    return net
+
+
+def parallel_layout(config: PretrainConfig, world: int) -> Sharding | None:
+    """FSDP2 or tensor parallelism when asked for; None for one process or plain DDP."""
+    if config.fsdp:
+        return Sharding("fsdp", world)
+    if config.tensor_parallel > 1:
+        if config.tensor_parallel != world:
+            raise ConfigError(f"tensor_parallel {config.tensor_parallel} needs as many processes (torchrun "
+                              f"--nproc_per_node {config.tensor_parallel}); this run has {world}")
+        return Sharding("tensor", world)
+    return None
+
+
 # ------------------------------------------------------------------------------ recipe
 
 
@@ -288,50 +336,19 @@ def pretrain(config: PretrainConfig, train: TrainConfig | None = None) -> dict:
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     seed_everything(train.seed)
 
-    if config.resume:
-        tokenizer = load_tokenizer(last)
-    elif config.init_from:
-        tokenizer = load_tokenizer(config.init_from)
-    elif config.vocab:
-        tokenizer = load_tokenizer(config.vocab)
-    else:
-        tokenizer = corpus_vocabulary(config.corpus, config.vocab_size or DEFAULT_VOCAB_SIZE,
-                                      not config.cased, cache, rank, world, train.progress)
+    tokenizer = pretraining_tokenizer(config, last, cache, rank, world, train.progress)
     if rank == 0:
         corpus = TokenCorpus.build(config.corpus, tokenizer, cache / "corpus", progress=train.progress)
     _barrier(world)
     if rank != 0:
         corpus = TokenCorpus.build(config.corpus, tokenizer, cache / "corpus", progress=False, build=False)
 
-    if config.resume:
-        net = load_model(last)
-    elif config.init_from:
-        check_same_vocabulary(config.init_from, tokenizer, "its tokenizer's")
-        net = load_model(config.init_from, head="mlm")
-    else:
-        spec = config.model_config or DEFAULT_PRESET
-        shape = model_config(spec, len(tokenizer), tokenizer.pad_id, config.positions)
-        if config.dropout is not None:
-            shape = shape.replace(hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout)
-        net = build_model(shape)
-    if not isinstance(net.config, BertConfig) or net.config.head != "mlm":
-        raise CheckpointError(f"{config.init_from or last}: pretraining needs a BERT model")
-    if config.seq_length > net.config.max_position_embeddings:
-        raise ConfigError(f"seq_length {config.seq_length} is longer than the model's "
-                          f"max_position_embeddings={net.config.max_position_embeddings}")
-
-    grad_accum = train.grad_accum
-    sharding = None
-    if config.fsdp:
-        sharding = Sharding("fsdp", world)
-    elif config.tensor_parallel > 1:
-        if config.tensor_parallel != world:
-            raise ConfigError(f"tensor_parallel {config.tensor_parallel} needs as many processes (torchrun "
-                              f"--nproc_per_node {config.tensor_parallel}); this run has {world}")
-        sharding = Sharding("tensor", world)
+    net = pretraining_model(config, tokenizer, last)
+    sharding = parallel_layout(config, world)
     # The processes that read different data: all of them, but under tensor parallelism one.
     replicas = world if sharding is None else sharding.data_parallel_size
     data_rank = rank if replicas > 1 else 0
+    grad_accum = train.grad_accum
     if config.global_batch:
         per_step = train.batch_size * replicas
         if config.global_batch % per_step:
