@@ -180,6 +180,26 @@ def test_resume_with_other_settings_is_refused(tmp_path, teacher, task, fixed_sp
     assert "max_drop" in err and len(err.strip().splitlines()) == 1
 
 
+def test_resume_on_other_data_is_refused(tmp_path, teacher, task, fixed_speed, capsys):
+    out = tmp_path / "s"
+    assert main(args(teacher, task, out, "--budget", "1s")) == 0
+    capsys.readouterr()
+    fewer = tmp_path / "dev-fewer.csv"
+    fewer.write_text("".join(task[1].read_text().splitlines(keepends=True)[:-8]))
+    assert main(args(teacher, (task[0], fewer), out, "--budget", "1s", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "selection_examples" in err and len(err.strip().splitlines()) == 1
+
+
+def test_torch_fp32_is_measured_whatever_backends_are_asked_for(tmp_path, teacher, task, fixed_speed):
+    out = tmp_path / "int8"
+    assert main(args(teacher, task, out, "--budget", "1s", "--backend", "torch-int8")) == 0
+    state = report(out)
+    assert state["backends"] == ["torch", "torch-int8"]
+    assert {c["backend"] for c in state["candidates"]} == {"torch", "torch-int8"}
+    assert state["base_selection"] == next(c["selection"] for c in state["candidates"] if c["backend"] == "torch")
+
+
 def test_a_budget_too_small_for_any_move_measures_backends_only(tmp_path, teacher, task, fixed_speed):
     out = tmp_path / "quick"
     assert main(args(teacher, task, out, "--budget", "1s")) == 0
@@ -230,6 +250,12 @@ def test_the_frontier_is_non_dominated_and_covers_every_candidate(points, thresh
         assert chosen is None
     else:  # the frontier holds the fastest feasible candidate
         assert chosen["speed"] == max(c["speed"] for c in feasible)
+
+
+def test_a_candidate_without_a_score_is_on_no_frontier():
+    nan = float("nan")
+    cands = [candidate(80.0, 1.0), candidate(nan, 5.0), candidate(79.0, nan), candidate(78.0, 2.0)]
+    assert [(c["selection"], c["speed"]) for c in opt.pareto_frontier(cands)] == [(78.0, 2.0), (80.0, 1.0)]
 
 
 @settings(max_examples=200, deadline=None)

@@ -127,18 +127,21 @@ class OptimizeConfig:
 
     def settings(self) -> dict:
         """What a resumed search must share with the one it continues."""
-        keep = ("max_drop", "target", "test_file", "holdout", "moves", "recover_epochs", "distill_epochs",
-                "min_layers", "ffn_multiple", "batch_size", "seq_len", "throughput_examples", "max_length", "seed")
+        keep = ("max_drop", "target", "test_file", "holdout", "backend", "moves", "recover_epochs",
+                "distill_epochs", "min_layers", "ffn_multiple", "batch_size", "seq_len", "throughput_examples",
+                "threads", "max_length", "seed")
         return {"model": str(resolve(self.model)), **{name: getattr(self, name) for name in keep}}
 
 
 def serving_backends(config: OptimizeConfig) -> list[str]:
     """The backends the search tries: those asked for, or every one this machine runs well (bf16
-    only on a CPU with AVX512-BF16/AMX; CUDA when torch sees a GPU; ONNX Runtime when installed)."""
+    only on a CPU with AVX512-BF16/AMX; CUDA when torch sees a GPU; ONNX Runtime when installed).
+    torch fp32 is always among them: its score decides which models are feasible, and every speed
+    is a ratio to the given model's torch fp32 row."""
     if config.backend:
         for backend in config.backend:
             check_backend(backend)
-        return list(dict.fromkeys(config.backend))
+        return list(dict.fromkeys(["torch", *config.backend]))
     machine = detect_machine()
     wanted = ["torch", "torch-int8", SMOOTHQUANT, "onnxruntime", "onnxruntime-int8"]
     if machine.bf16_native:
@@ -209,8 +212,11 @@ def dominates(a: dict, b: dict) -> bool:
 
 
 def pareto_frontier(candidates: list[dict]) -> list[dict]:
-    """The candidates no other candidate dominates, fastest first."""
-    front = [c for c in candidates if not any(dominates(o, c) for o in candidates if o is not c)]
+    """The candidates no other candidate dominates, fastest first. A candidate without a number
+    for its score or speed (NaN: a model that predicts one constant has no correlation) is on no
+    frontier: NaN compares false with everything, so nothing would ever dominate it."""
+    scored = [c for c in candidates if not (math.isnan(c["selection"]) or math.isnan(c["speed"]))]
+    front = [c for c in scored if not any(dominates(o, c) for o in scored if o is not c)]
     return sorted(front, key=lambda c: (-c["speed"], -c["selection"]))
 
 
@@ -300,7 +306,11 @@ class Search:
             elapsed = float(state["elapsed_seconds"])
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"{path}: not a search slimbert optimize wrote ({e})") from None
-        ours = json.loads(json.dumps(self.config.settings()))  # as JSON has it (tuples become lists)
+        # as JSON has it (tuples become lists); the data too: the task and the size of each split
+        ours = json.loads(json.dumps(self.config.settings()))
+        data_then = {k: state.get(k) for k in ("task", "selection_examples", "heldout_examples")}
+        data_now = {k: self.state()[k] for k in data_then}
+        settings, ours = {**settings, **data_then}, {**ours, **data_now}
         if settings != ours:
             differ = sorted(k for k in set(settings) | set(ours) if settings.get(k) != ours.get(k))
             raise ConfigError(f"--resume: {path} was a search with other settings ({', '.join(differ)}); "
