@@ -164,3 +164,61 @@ def test_score_columns_name_the_dev_data_they_were_measured_on():
                 "throughput": 5.0, "throughput_ratio": 1.0}]
     head = report_markdown(summary, "accuracy", "test", {**meta, "torch": "x"}).splitlines()[0]
     assert "accuracy on test.tsv (dev split) (mean ± std)" in head and "test dev" not in head
+
+
+def classifier(tmp_path, name, tokenizer, **overrides):
+    torch.manual_seed(0)
+    net = build_model(tiny_config(head="classification", id2label={0: "neg", 1: "pos"}, **overrides))
+    return save_checkpoint(net, tokenizer, tmp_path / name)
+
+
+def load_csv(csv_task) -> TaskData:
+    from slimbert.recipes.common import DataConfig, load_data
+
+    return load_data(DataConfig(dev_file=str(csv_task[1]), text_col="review", label_col="sentiment"), ("dev",))
+
+
+def bench_args(csv_task, *models, extra=()):
+    return ["bench", "--model", *map(str, models), "--no-references", "--no-memory", "--dev-file",
+            str(csv_task[1]), "--text-col", "review", "--label-col", "sentiment", "--rounds", "1",
+            "--no-progress", *extra]
+
+
+def test_bench_refuses_models_it_cannot_serve_the_same_inputs_before_any_work(tmp_path, tiny_tokenizer, csv_task,
+                                                                              capsys, monkeypatch):
+    from conftest import tiny_vocab
+
+    from slimbert.tokenizer import Tokenizer
+
+    monkeypatch.setattr(bench_run, "_measure", lambda *a, **k: pytest.fail("measured"))
+    first = classifier(tmp_path, "a", tiny_tokenizer)
+    shuffled = dict(zip(tiny_vocab(), reversed(range(len(tiny_vocab())))))  # same tokens, other ids
+    other = classifier(tmp_path, "b", Tokenizer(shuffled, lowercase=True, max_length=64))
+    # the first model's tokenizer encodes every model's inputs: another vocabulary would read other ids
+    assert main(bench_args(csv_task, first, other, extra=["--seq-lens", "8"])) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(other) in err and "vocabulary" in err and len(err.splitlines()) == 1
+    # a length past the learned positions is refused, naming the model and the field
+    assert main(bench_args(csv_task, first, extra=["--seq-lens", "128"])) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(first) in err and "max_position_embeddings" in err and len(err.splitlines()) == 1
+    # while a --max-length past it only cuts the dev sentences at the model's limit
+    monkeypatch.setattr(bench_run, "_measure", lambda *a, **k: ([], {}))
+    assert bench_run.measure_pairs([(first, "torch")], load_csv(csv_task), seq_lens=(8,), max_length=512,
+                                   memory=False, progress=False) == ([], {})
+
+
+def test_bench_encodes_the_dev_split_at_max_length_and_latency_inputs_at_each_length(tmp_path, tiny_tokenizer,
+                                                                                    csv_task, monkeypatch):
+    seen = {}
+
+    def record(pairs, work, data, batches, labels, latency_inputs, *rest):
+        seen["widest"] = max(b["input_ids"].shape[1] for b in batches)
+        seen["latency"] = {n: {b["input_ids"].shape[1] for b in inputs} for n, inputs in latency_inputs.items()}
+        return [], {}
+
+    monkeypatch.setattr(bench_run, "_measure", record)
+    ckpt = classifier(tmp_path, "a", tiny_tokenizer)
+    bench_run.measure_pairs([(ckpt, "torch")], load_csv(csv_task), seq_lens=(4, 48), max_length=6, memory=False, progress=False)
+    assert seen["widest"] == 6  # as in training: --max-length, not the longest latency length
+    assert seen["latency"] == {4: {4}, 48: {48}}

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from slimbert.checkpoint import load_config, load_model, load_tokenizer
+from slimbert.checkpoint import check_same_vocabulary, load_config, load_model, load_tokenizer
 from slimbert.data.batching import EncodedDataset, encode_examples, throughput_batches
 from slimbert.data.readers import Example
 from slimbert.data.sources import TaskData
@@ -103,26 +103,33 @@ def measure_pairs(pairs: list[tuple[Path, str]], data: TaskData, seq_lens=SEQ_LE
     """Measure each (checkpoint, backend) pair, round-robin; pairs a backend cannot serve are
     listed in meta["skipped"]. The first checkpoint's tokenizer encodes the dev split.
     `also_score` names further labelled example sets (e.g. a held-out split) whose main metric
-    each row gets in `scores`, from untimed passes.
+    each row gets in `scores`, from untimed passes. Every checkpoint must read the first one's
+    vocabulary and take the longest of `seq_lens`; dev sentences are cut to the shortest limit of
+    `max_length` and the models' own.
 
     Dev examples are encoded up to `max_length` tokens (as in training) for throughput and
     accuracy; latency inputs are cut or repeated to each of `seq_lens`. With
     `throughput_examples`, each round times that many dev sentences, evenly spread over the
     lengths (the same ones for every pair), and the accuracy comes from one untimed pass over
     the whole split."""
+    tokenizer = load_tokenizer(pairs[0][0])
     for ckpt in dict.fromkeys(ckpt for ckpt, _ in pairs):
-        load_config(ckpt)  # a missing or unreadable checkpoint fails here, before any work
+        # a missing or unreadable checkpoint, or one that cannot serve these inputs, fails here, before any work
+        max_length = min(max_length, servable_length(ckpt, max(seq_lens)))
+        check_same_vocabulary(ckpt, tokenizer, f"{pairs[0][0]}'s, which encodes the inputs of every model")
+    longest = max(max_length, *seq_lens)
     if threads:
         torch.set_num_threads(threads)
-    tokenizer = load_tokenizer(pairs[0][0])
-    dev = encode_examples(data.dev.examples, tokenizer, max_length=max(max_length, *seq_lens),
-                          regression=data.regression)
+    dev = encode_examples(data.dev.examples, tokenizer, max_length=max_length, regression=data.regression)
     batches = throughput_batches(dev, batch_size, tokenizer.pad_id)
     labels = torch.cat([b["labels"] for b in batches]).numpy() if "labels" in batches[0] else None
     timing = batches
     if throughput_examples and throughput_examples < len(dev):
         timing = throughput_batches(length_sample(dev, throughput_examples), batch_size, tokenizer.pad_id)
-    latency_inputs = {n: latency_batch(dev, n, tokenizer.pad_id) for n in seq_lens}
+    # latency inputs are cut from the longest sentences, encoded untruncated up to the longest length asked for
+    long_dev = dev if longest == max_length else encode_examples(data.dev.examples, tokenizer, max_length=longest,
+                                                                 regression=data.regression)
+    latency_inputs = {n: latency_batch(long_dev, n, tokenizer.pad_id) for n in seq_lens}
     extra = {}
     for name, examples in (also_score or {}).items():
         encoded = encode_examples(examples, tokenizer, max_length=max_length, regression=data.regression)
@@ -134,6 +141,18 @@ def measure_pairs(pairs: list[tuple[Path, str]], data: TaskData, seq_lens=SEQ_LE
                         threads, memory, progress, len(dev), timing, extra)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def servable_length(ckpt: Path, longest: int) -> int:
+    """The most tokens `ckpt` takes (a BERT's max_position_embeddings), which must be at least
+    the `longest` latency input."""
+    limit = getattr(load_config(ckpt), "max_position_embeddings", None)
+    if limit is None:
+        return longest
+    if longest > limit:
+        raise CheckpointError(f"{ckpt}: takes at most {limit} tokens (max_position_embeddings), but --seq-lens "
+                              f"asks for {longest}")
+    return limit
 
 
 def length_sample(dev: EncodedDataset, n: int) -> EncodedDataset:

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 
-from slimbert.checkpoint import check_same_vocabulary, load_tokenizer
 from slimbert.data.sources import TaskData
 from slimbert.evaluation.bench_run import (BACKEND_MARKERS, backend_handles, counted, draw_frontier,
                                            measure_pairs, model_name, ratio_axis, scored_on)
@@ -69,9 +68,6 @@ def measure(paths: list[Path], teacher: Path, data: TaskData, rounds: int = 3, b
     backend in `backends`, through `slimbert bench`'s measurement (a backend that cannot serve
     a run is left out with a warning). A row served other than by `torch` is its own group,
     "NAME (backend)"; the teacher is served by the other backends too."""
-    tokenizer = load_tokenizer(teacher)
-    for path in paths:
-        check_same_vocabulary(path, tokenizer)
     groups = {teacher: ("teacher", None), **{p: group_of(p) for p in paths}}
     pairs = [(teacher, "torch")] + [(teacher, b) for b in backends if b != "torch"]
     pairs += [(p, b) for p in paths for b in backends]
