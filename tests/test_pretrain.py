@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import ROOT, WORDS, tiny_vocab
 
-from slimbert import Tokenizer, build_model, load_model
+from slimbert import BertConfig, Tokenizer, build_model, load_model
 from slimbert.cli import main
 from slimbert.data import corpus as corpus_module
 from slimbert.data.batching import IGNORE_INDEX
@@ -529,6 +529,17 @@ def test_max_tokens_sets_the_steps_and_a_time_budget_is_planned_once(files, tmp_
     config.resume = True
     assert pretrain(config, TrainConfig(batch_size=4, progress=False, save_every_steps=2))["total_steps"] == 6
     assert measured == [1]  # the resumed run keeps the planned steps, it does not measure again
+
+
+def test_the_step_time_probe_runs_on_a_corpus_of_one_step(files, tokenizer, tmp_path):
+    corpus = TokenCorpus.build(files, tokenizer, tmp_path / "cache", progress=False)
+    sequences = packed(corpus, tokenizer, batch_size=1, grad_accum=1).steps_per_epoch
+    # a global batch of all but one of the sequences: one step per epoch, while the probe takes four
+    source = packed(corpus, tokenizer, batch_size=sequences - 1, grad_accum=1)
+    assert source.steps_per_epoch == 1
+    net = build_model(BertConfig(**TINY_MODEL, vocab_size=len(tokenizer), head="mlm"))
+    seconds = recipe.measure_step_seconds(net, source, TrainConfig(), torch.device("cpu"))
+    assert 0 < seconds < math.inf
 
 
 def test_parse_duration():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -223,7 +224,8 @@ def measure_step_seconds(model: torch.nn.Module, source: PackedMLMBatches, train
     model = copy.deepcopy(model).to(device).train()
     optimizer = build_optimizer(model, train.optimizer, train.lr, train.weight_decay)
     objective = MaskedLMObjective()
-    batches = probe.epoch_batches(0)
+    # epoch after epoch: a small corpus may hold fewer steps than the probe takes
+    batches = itertools.chain.from_iterable(probe.epoch_batches(epoch) for epoch in itertools.count())
     times = []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
