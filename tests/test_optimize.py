@@ -171,6 +171,30 @@ def test_resumed_search_equals_an_uninterrupted_one(tmp_path, teacher, task, fix
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_an_int8_candidate_cut_off_while_written_is_made_again(tmp_path, teacher, task, fixed_speed,
+                                                                         monkeypatch):
+    whole = tmp_path / "whole"
+    assert main(args(teacher, task, whole, "--budget", "1s")) == 0
+    real_save = opt.save_checkpoint
+
+    def cut_off(model, tokenizer, directory):
+        if "int8-all" in str(directory):  # the weights are written, then the machine goes away
+            real_save(model, None, directory)
+            (directory / "config.json").unlink()
+            raise KeyboardInterrupt
+        return real_save(model, tokenizer, directory)
+
+    monkeypatch.setattr(opt, "save_checkpoint", cut_off)
+    broken = tmp_path / "broken"
+    assert main(args(teacher, task, broken, "--budget", "1s")) == 130
+    monkeypatch.setattr(opt, "save_checkpoint", real_save)
+    again = ["--resume"] if (broken / "optimize.json").exists() else []  # cut off before the first record
+    assert main(args(teacher, task, broken, "--budget", "1s", *again)) == 0
+    keys = ("model", "backend", "selection", "heldout")
+    assert [[c[k] for k in keys] for c in report(whole)["candidates"]] == \
+        [[c[k] for k in keys] for c in report(broken)["candidates"]]
+
+
 def test_resume_with_other_settings_is_refused(tmp_path, teacher, task, fixed_speed, capsys):
     out = tmp_path / "s"
     assert main(args(teacher, task, out, "--budget", "1s")) == 0

@@ -362,13 +362,17 @@ class Search:
         """`model` with int8 weights in every Linear layer, SmoothQuant-calibrated on the train
         split (or on the selection split when there is no train split)."""
         path = self.out / "candidates" / f"{model['name']}-int8-all"
-        if not (path / "model.safetensors").exists():
-            net, tokenizer = load_model(model["path"]), load_tokenizer(model["path"])
-            calibration = self.data if self.data.train is not None else dataclasses.replace(self.data,
-                                                                                             train=self.data.dev)
-            sample = train_sample(calibration, tokenizer, CALIBRATION_EXAMPLES, self.config.max_length,
-                                  self.config.seed)
-            save_checkpoint(quantize_int8(net, "all", sample, tokenizer.pad_id), tokenizer, path)
+        if path.exists():  # complete: it is written beside and renamed into place
+            return path
+        staged = path.with_name(path.name + ".tmp")
+        shutil.rmtree(staged, ignore_errors=True)  # what an interrupted run left
+        net, tokenizer = load_model(model["path"]), load_tokenizer(model["path"])
+        calibration = self.data if self.data.train is not None else dataclasses.replace(self.data,
+                                                                                         train=self.data.dev)
+        sample = train_sample(calibration, tokenizer, CALIBRATION_EXAMPLES, self.config.max_length,
+                              self.config.seed)
+        save_checkpoint(quantize_int8(net, "all", sample, tokenizer.pad_id), tokenizer, staged)
+        staged.rename(path)
         return path
 
     # -------------------------------------------------------------- moves
