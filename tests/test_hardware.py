@@ -41,8 +41,15 @@ def test_bf16_is_refused_on_a_cpu_that_only_emulates_it(monkeypatch):
     check_bf16("cpu", "--precision bf16")
 
 
-def test_bf16_on_cuda_is_never_refused(monkeypatch):
-    monkeypatch.setattr(hardware, "detect_machine", lambda: AVX2_ONLY)
+def test_bf16_on_cuda_is_refused_only_on_a_gpu_without_it(monkeypatch):
+    monkeypatch.setattr(hardware, "detect_machine", lambda: AVX2_ONLY)  # the CPU does not matter
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    with pytest.raises(ConfigError, match="^--precision bf16: this GPU .Tesla T4. has no native bf16"):
+        check_bf16(torch.device("cuda"), "--precision bf16")
+    check_bf16(torch.device("cuda"), "--precision bf16", force=True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     check_bf16(torch.device("cuda"), "--precision bf16")
 
 

@@ -252,6 +252,28 @@ def test_bf16_is_refused_and_never_searched_on_an_avx2_only_cpu(monkeypatch, tea
                 opt.OptimizeConfig(model=str(teacher), out="o", backend=["torch-bf16"])
 
 
+def test_cuda_bf16_is_searched_only_on_a_gpu_with_native_bf16(monkeypatch, teacher):
+    import dataclasses
+
+    import slimbert.hardware as hw
+
+    with_gpu = dataclasses.replace(AVX2, cuda="Tesla V100 (sm_70)")
+    monkeypatch.setattr(opt, "detect_machine", lambda: with_gpu)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla V100")
+    monkeypatch.setattr(opt, "check_backend", lambda backend: None)
+    for native in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, n=native:
+                            n or including_emulation)
+        searched = opt.serving_backends(opt.OptimizeConfig(model=str(teacher), out="o"))
+        assert "torch-cuda" in searched and ("torch-cuda-bf16" in searched) == native
+        if native:
+            hw.check_bf16("cuda", "backend torch-cuda-bf16")
+        else:
+            with pytest.raises(ConfigError, match="V100.*no native bf16"):
+                opt.OptimizeConfig(model=str(teacher), out="o", backend=["torch-cuda-bf16"])
+
+
 def candidate(selection, speed):
     return {"selection": selection, "speed": speed}
 

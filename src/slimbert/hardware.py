@@ -126,10 +126,15 @@ def detect_machine() -> Machine:
 
 
 def check_bf16(device: torch.device | str, what: str, force: bool = False) -> None:
-    """Refuse bf16 on a CPU that only emulates it (a ConfigError naming `what`), unless `force`.
-    CUDA and CPUs with AVX512-BF16/AMX pass."""
+    """Refuse bf16 on a CPU or GPU that only emulates it (a ConfigError naming `what`), unless
+    `force`. CPUs with AVX512-BF16/AMX and GPUs from Ampere (sm_80) on pass."""
     device = resolve_device(device) if isinstance(device, str) else device
-    if force or device.type != "cpu":
+    if force or device.type not in ("cpu", "cuda"):
+        return
+    if device.type == "cuda":  # (no GPU at all is check_device's error)
+        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported(including_emulation=False):
+            raise ConfigError(f"{what}: this GPU ({torch.cuda.get_device_name(device)}) has no native bf16 "
+                              "(it arrived with Ampere, sm_80); use fp16 or fp32, or add --force")
         return
     machine = detect_machine()
     if not machine.bf16_native:

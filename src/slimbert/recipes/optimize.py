@@ -124,6 +124,8 @@ class OptimizeConfig:
                 raise ConfigError("backend: hf is a reference for bench, not a way to serve a slimbert model")
             if backend.endswith("bf16") and not backend.startswith("torch-cuda"):
                 check_bf16("cpu", f"backend {backend}")
+            elif backend == "torch-cuda-bf16" and torch.cuda.is_available():
+                check_bf16("cuda", f"backend {backend}")
 
     def settings(self) -> dict:
         """What a resumed search must share with the one it continues."""
@@ -147,7 +149,9 @@ def serving_backends(config: OptimizeConfig) -> list[str]:
     if machine.bf16_native:
         wanted.append("torch-bf16")
     if machine.cuda:
-        wanted += ["torch-cuda", "torch-cuda-bf16"]
+        wanted.append("torch-cuda")
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            wanted.append("torch-cuda-bf16")
     available = []
     for backend in wanted:
         try:
