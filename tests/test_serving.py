@@ -107,6 +107,9 @@ def test_onnx_runtime_matches_pytorch(sst2_probe, sst2_dev, tmp_path):
     files = export_onnx(model, tmp_path / "model.onnx", int8=True)
     batches = throughput_batches(sst2_dev, 32, 0)  # shapes other than the traced (2, 8), with padding
     fp32 = {"ort": OnnxModel(files[0]), "int8": OnnxModel(files[1])}
+    # on the cores torch has, unless told otherwise
+    assert fp32["ort"].session.get_session_options().intra_op_num_threads == torch.get_num_threads()
+    assert OnnxModel(files[0], threads=1).session.get_session_options().intra_op_num_threads == 1
     with torch.inference_mode():
         _, ours = timed_pass(lambda **kw: model(**kw).logits, batches, warmup=0)
     _, ort = timed_pass(fp32["ort"], batches, warmup=0)
