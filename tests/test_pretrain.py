@@ -641,3 +641,23 @@ def test_two_sharded_processes_train_as_one_process(files, tmp_path, monkeypatch
     a, b = load_model(tmp_path / "one").state_dict(), load_model(tmp_path / "two").state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_a_vocabulary_cut_off_while_saved_is_trained_again(tmp_path, monkeypatch):
+    files = list(map(str, write_corpus(tmp_path / "corpus", articles=5)))
+    real_save = Tokenizer.save
+
+    def cut_off(self, directory):  # vocab.txt is written, not yet tokenizer_config.json
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        (Path(directory) / "vocab.txt").write_text("".join(t + "\n" for t in sorted(self.vocab, key=self.vocab.get)))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Tokenizer, "save", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        recipe.corpus_vocabulary(files, 120, False, tmp_path / "cache", progress=False)
+    monkeypatch.setattr(Tokenizer, "save", real_save)
+    cased = recipe.corpus_vocabulary(files, 120, False, tmp_path / "cache", progress=False)
+    # trained again and whole: a cased vocabulary, not the cut-off copy read with the default casing
+    assert not cased.lowercase
+    assert [p.name for p in (tmp_path / "cache" / "vocab").iterdir()] == [p.name for p in (
+        tmp_path / "cache" / "vocab").iterdir() if (p / "tokenizer_config.json").exists()]

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import re
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -199,10 +200,13 @@ def corpus_vocabulary(paths: list[str], size: int, lowercase: bool, cache_dir: P
     identity = json.dumps([[shard_key(f, "") for f in files], size, lowercase])
     key = hashlib.sha256(identity.encode()).hexdigest()[:20]
     where = cache_dir / "vocab" / key
-    if rank == 0 and not (where / "vocab.txt").exists():
+    if rank == 0 and not where.exists():  # complete once there: written beside, then renamed
         log.info("training a %d-token WordPiece vocabulary on %d file(s)", size, len(files))
         tokenizer = Tokenizer.train(corpus_texts(files), size, lowercase=lowercase, show_progress=progress)
-        tokenizer.save(where)
+        staged = where.with_name(where.name + ".tmp")
+        shutil.rmtree(staged, ignore_errors=True)  # what an interrupted run left
+        tokenizer.save(staged)
+        staged.rename(where)
     _barrier(world)
     return Tokenizer.from_dir(where)
 
