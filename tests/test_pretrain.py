@@ -263,6 +263,25 @@ def test_ranks_split_every_global_step_and_take_the_same_number_of_steps(files, 
     assert sorted(orders[0].tolist()) == list(range(one.num_samples)) and not torch.equal(*orders)
 
 
+def test_the_fingerprint_follows_the_tokens_not_the_files(files, tokenizer, tmp_path):
+    corpus = TokenCorpus.build(files, tokenizer, tmp_path / "cache", progress=False)
+    # the same text elsewhere: the same fingerprint
+    moved = [tmp_path / "moved" / f.name for f in files]
+    moved[0].parent.mkdir()
+    for f, m in zip(files, moved):
+        m.write_text(f.read_text())
+    elsewhere = TokenCorpus.build(moved, tokenizer, tmp_path / "cache", progress=False)
+    assert packed(elsewhere, tokenizer, 4, 1).fingerprint() == packed(corpus, tokenizer, 4, 1).fingerprint()
+    # two words swapped in every line: the same counts of tokens and documents, other data
+    swapped = [tmp_path / "swapped" / f.name for f in files]
+    swapped[0].parent.mkdir()
+    for f, w in zip(files, swapped):
+        w.write_text("\n".join(" ".join(line.split()[1::-1] + line.split()[2:]) for line in f.read_text().split("\n")))
+    other = TokenCorpus.build(swapped, tokenizer, tmp_path / "cache", progress=False)
+    assert [(s.tokens, s.documents) for s in other.shards] == [(s.tokens, s.documents) for s in corpus.shards]
+    assert packed(other, tokenizer, 4, 1).fingerprint() != packed(corpus, tokenizer, 4, 1).fingerprint()
+
+
 def test_a_source_resumes_at_its_global_sample_on_any_number_of_processes(files, tokenizer, tmp_path):
     corpus = TokenCorpus.build(files, tokenizer, tmp_path / "cache", progress=False)
     one = packed(corpus, tokenizer, batch_size=4, grad_accum=1)
@@ -478,6 +497,28 @@ def run_here(argv: list[str], monkeypatch, crash_after: int | None = None) -> li
 
 
 @pytest.mark.slow
+def test_accumulated_micro_batches_equal_one_full_batch_though_their_masked_counts_differ(files, tmp_path,
+                                                                                          monkeypatch):
+    """The MLM loss is a mean over masked tokens, and two micro-batches of a step hold different
+    numbers of them: accumulation must weight each by its masked tokens, not by its sequences,
+    to give the full batch's gradient."""
+    args = ["--max-steps", "3", "--global-batch", "8", "--eval-every-steps", "1", "--lr", "1e-2"]
+    whole = run_here(pretrain_args(files, tmp_path, tmp_path / "whole", *args, "--batch-size", "8"), monkeypatch)
+    halves = run_here(pretrain_args(files, tmp_path, tmp_path / "halves", *args, "--batch-size", "4"), monkeypatch)
+    masked = [int((b["labels"] != IGNORE_INDEX).sum()) for b in halves]
+    assert len(whole) == 3 and len(halves) == 6 and any(a != b for a, b in zip(masked[::2], masked[1::2]))
+    for step, batch in enumerate(whole):
+        assert torch.equal(batch["labels"], torch.cat([halves[2 * step]["labels"], halves[2 * step + 1]["labels"]]))
+
+    def losses(out):
+        return [json.loads(line)["train_loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+    np.testing.assert_allclose(losses(tmp_path / "halves"), losses(tmp_path / "whole"), rtol=1e-5)
+    a, b = load_model(tmp_path / "whole").state_dict(), load_model(tmp_path / "halves").state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
 def test_a_run_resumed_on_two_processes_continues_the_same_global_order(files, tmp_path, monkeypatch):
     """1 process, killed during step 4 (checkpoint at step 2), resumed by torchrun on 2 CPU
     processes (gloo) with the same global batch: every step trains on the same sequences with the

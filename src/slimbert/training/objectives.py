@@ -20,6 +20,10 @@ from slimbert.training.losses import (hard_cross_entropy, label_smoothed_cross_e
 
 
 class Objective(Protocol):
+    """(model, batch) -> (loss, metrics). An objective whose loss is a mean over the tokens of
+    `batch["labels"]` that are not IGNORE_INDEX says so with `mean_over_labels = True`: the
+    Trainer then weights accumulated micro-batches by those counts, not by their examples."""
+
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ...
 
@@ -58,6 +62,10 @@ class MaskedLMObjective:
     # (slimbert.data.packed.PackedMLMBatches masks per sample)
     masker: Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]] | None = None
 
+    @property
+    def mean_over_labels(self) -> bool:
+        return self.masker is None  # the masked tokens are known before the call
+
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inputs = model_inputs(batch)
         if self.masker is None:
@@ -80,6 +88,8 @@ class Seq2SeqObjective(nn.Module):
     Bengio et al. 2015). The calls made so far are part of the module's state, so a resumed run
     continues the schedule where it stopped.
     """
+
+    mean_over_labels = True
 
     def __init__(self, label_smoothing: float = 0.1, teacher_forcing: float = 1.0,
                  teacher_forcing_end: float | None = None, total_steps: int = 0):
@@ -126,6 +136,8 @@ class Seq2SeqDistillationObjective:
     teacher's token distributions, teacher-forced on the same target prefix. The teacher is run
     only when `word_kd_weight` > 0; it is neither trained nor saved.
     """
+
+    mean_over_labels = True
 
     def __init__(self, teacher: nn.Module, label_smoothing: float = 0.1, word_kd_weight: float = 0.0,
                  temperature: float = 1.0):

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from slimbert.checkpoint import load_weights, read_state_dict, save_checkpoint
 from slimbert.config import check_field_types
 from slimbert.data.batch_sources import BatchSource, BucketedBatches, Step
-from slimbert.data.batching import EncodedDataset
+from slimbert.data.batching import IGNORE_INDEX, EncodedDataset
 from slimbert.errors import CheckpointError, ConfigError, SlimbertError
 from slimbert.hardware import autocast, check_bf16, check_device, resolve_device
 from slimbert.io import atomic_write, atomic_write_text, existing_dir, replace_dir
@@ -304,7 +304,7 @@ class Trainer:
     def _step(self, forward_model: nn.Module, micro_batches: Step) -> bool:
         """One optimizer step over its micro-batches. Returns whether it was taken (not skipped)."""
         cfg = self.cfg
-        n_examples = sum(len(b["input_ids"]) for b in micro_batches)
+        weights = self._micro_batch_weights(micro_batches)
         step_loss = torch.zeros((), device=self.device)
         metrics: dict[str, torch.Tensor] = {}
         for j, batch in enumerate(micro_batches):
@@ -315,9 +315,7 @@ class Trainer:
                 sync = self.sharding.sync(self.model, last)
             else:
                 sync = nullcontext() if last or self.world == 1 else forward_model.no_sync()
-            # Weight each micro-batch by its size: the accumulated gradient is then exactly
-            # the gradient of the mean loss over the whole step's examples.
-            weight = len(batch["input_ids"]) / n_examples
+            weight = weights[j]
             with sync:
                 with autocast(self.device, cfg.precision):
                     loss, batch_metrics = self.objective(forward_model, batch)
@@ -333,6 +331,7 @@ class Trainer:
             shared = torch.stack([bad.float(), step_loss.float(), *(metrics[k].float() for k in names)])
             dist.all_reduce(shared)
             bad = shared[0] > 0
+            # the weights sum to `replicas` over the processes, so this is the step's mean
             step_loss = shared[1] / self.world
             metrics = {k: shared[2 + i] / self.world for i, k in enumerate(names)}
             self._average_objective_grads()
@@ -363,6 +362,25 @@ class Trainer:
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()  # the schedule follows the data position, skipped steps included
         return finite
+
+    def _micro_batch_weights(self, micro_batches: Step) -> list[float]:
+        """The factor of each micro-batch's loss, so that the accumulated gradient is exactly the
+        gradient of the step's mean loss, as one full batch would give: each micro-batch's share of
+        the step's loss terms. A term is an example, or, for an objective whose loss is a mean
+        over its labelled tokens (`mean_over_labels`: masked LM, translation), a labelled token,
+        whose count varies between micro-batches. With several replicas, DDP averages their
+        gradients: the counts are summed over the processes (one scalar all-reduce), so that the
+        mean is the global one even when replicas hold different numbers of terms."""
+        if getattr(self.objective, "mean_over_labels", False):
+            counts = [int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches]
+        else:
+            counts = [len(b["input_ids"]) for b in micro_batches]
+        total = float(sum(counts))
+        if self.replicas > 1:
+            shared = torch.tensor(total, dtype=torch.float64, device=self.device)
+            dist.all_reduce(shared)  # every process; those of one data-parallel replica count alike
+            total = float(shared) * self.replicas / self.world
+        return [self.replicas * c / max(total, 1.0) for c in counts]
 
     def _average_objective_grads(self) -> None:
         """DDP all-reduces the model's gradients; the objective's few own weights (outside the
