@@ -478,6 +478,11 @@ def run_worker(seen: Path, argv: list[str], processes: int = 2, port=29541, cras
                           env=env, timeout=300)
 
 
+def train_losses(out: Path) -> list[float]:
+    """The training loss of every step a run logged (each step is evaluated in these tests)."""
+    return [json.loads(line)["train_loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
 def run_here(argv: list[str], monkeypatch, crash_after: int | None = None) -> list[dict[str, torch.Tensor]]:
     """`slimbert pretrain` in this process; returns the micro-batches it trained on. With
     `crash_after`, the next micro-batch raises Killed, as a killed job stops."""
@@ -510,10 +515,7 @@ def test_accumulated_micro_batches_equal_one_full_batch_though_their_masked_coun
     for step, batch in enumerate(whole):
         assert torch.equal(batch["labels"], torch.cat([halves[2 * step]["labels"], halves[2 * step + 1]["labels"]]))
 
-    def losses(out):
-        return [json.loads(line)["train_loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
-
-    np.testing.assert_allclose(losses(tmp_path / "halves"), losses(tmp_path / "whole"), rtol=1e-5)
+    np.testing.assert_allclose(train_losses(tmp_path / "halves"), train_losses(tmp_path / "whole"), rtol=1e-5)
     a, b = load_model(tmp_path / "whole").state_dict(), load_model(tmp_path / "halves").state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
@@ -539,11 +541,8 @@ def test_a_run_resumed_on_two_processes_continues_the_same_global_order(files, t
             for key in ("input_ids", "labels"):
                 assert torch.equal(ranks[r][step][key], seen_full[4 + 2 * step + r][key]), (step, r, key)
 
-    def losses(out):
-        return [json.loads(line)["train_loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
-
-    assert len(losses(tmp_path / "crash")) == 6
-    np.testing.assert_allclose(losses(tmp_path / "crash"), losses(tmp_path / "full"), rtol=1e-5)
+    assert len(train_losses(tmp_path / "crash")) == 6
+    np.testing.assert_allclose(train_losses(tmp_path / "crash"), train_losses(tmp_path / "full"), rtol=1e-5)
     a, b = load_model(tmp_path / "full").state_dict(), load_model(tmp_path / "crash").state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
@@ -675,10 +674,7 @@ def test_two_sharded_processes_train_as_one_process(files, tmp_path, monkeypatch
         assert len(got) == len(expected) == (2 if fsdp else 8)
         assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(got, expected))
 
-    def losses(out):
-        return [json.loads(line)["train_loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
-
-    np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-5)
+    np.testing.assert_allclose(train_losses(tmp_path / "two"), train_losses(tmp_path / "one"), rtol=1e-5)
     a, b = load_model(tmp_path / "one").state_dict(), load_model(tmp_path / "two").state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
