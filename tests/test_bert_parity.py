@@ -7,6 +7,8 @@ real tokens, and full tensors are compared between the same attention kernels.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import padded_batch, tiny_config
@@ -195,6 +197,50 @@ def test_rotary_bert_exports_as_a_roformer_with_the_same_outputs(tmp_path, head,
     else:
         keep = mask.bool()
         torch.testing.assert_close(a.logits[keep], b.logits[keep], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("head,cls", [("none", "RoFormerModel"), ("mlm", "RoFormerForMaskedLM")])
+def test_a_roformer_checkpoint_loads_into_slimbert_with_the_same_outputs(tmp_path, head, cls):
+    """transformers' own RoFormer, saved by it, read by `load_model`: the same outputs; and a
+    slimbert export read back is the model it came from, weight for weight."""
+    torch.manual_seed(0)
+    config = transformers.RoFormerConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                         intermediate_size=37, max_position_embeddings=64, embedding_size=32)
+    theirs = getattr(transformers, cls)(config).eval()
+    theirs.save_pretrained(tmp_path / "hf")
+    ours = slimbert.load_model(tmp_path / "hf")
+    assert ours.config.position_embedding_type == "rope" and ours.config.head == head
+    ids, mask, types = random_inputs(vocab=99)
+    with torch.no_grad():
+        a = ours(ids, mask, types, output_hidden_states=True, output_attentions=True)
+        b = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True,
+                   output_attentions=True)
+    if head == "none":
+        assert_states_close(a, b, mask)
+    else:
+        keep = mask.bool()
+        torch.testing.assert_close(a.logits[keep], b.logits[keep], atol=1e-5, rtol=0)
+    export_hf(ours, None, tmp_path / "again")
+    back = slimbert.load_model(tmp_path / "again").state_dict()
+    assert back.keys() == ours.state_dict().keys()
+    # (a bare RoFormer has no pooler: slimbert's BertModel starts one fresh, both times)
+    assert all(torch.equal(back[k], v) for k, v in ours.state_dict().items() if not k.startswith("pooler."))
+
+
+@pytest.mark.parametrize("changes,why", [
+    (dict(rotary_value=True), "rotary_value=true"),
+    (dict(embedding_size=16), "embedding_size 16 != hidden_size 32"),
+    (dict(architectures=["RoFormerForSequenceClassification"]), "classifier differs"),
+])
+def test_roformers_slimbert_cannot_compute_are_refused_in_one_line(tmp_path, changes, why):
+    config = transformers.RoFormerConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                         intermediate_size=37, embedding_size=32)
+    transformers.RoFormerModel(config).save_pretrained(tmp_path)
+    d = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**d, **changes}))
+    with pytest.raises(slimbert.CheckpointError, match=why) as e:
+        slimbert.load_model(tmp_path)
+    assert "\n" not in str(e.value)
 
 
 def test_interleaving_keeps_each_rotary_pair_together():

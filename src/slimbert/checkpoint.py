@@ -247,6 +247,11 @@ def _normalise_keys(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, 
     out: dict[str, torch.Tensor] = {}
     rename = from_hf_name if hf_named(model) else str
     wants_prefix = hasattr(model, "bert")
+    if hf_named(model):
+        from slimbert.compress.roformer import from_roformer_state_dict, is_roformer_state_dict
+
+        if is_roformer_state_dict(sd):
+            sd = from_roformer_state_dict(sd, model.config.num_attention_heads)
     for key, value in sd.items():
         for pattern, repl in LEGACY_RENAMES:
             key = pattern.sub(repl, key)

@@ -460,6 +460,11 @@ class BertConfig(ModelConfig):
         """Read a slimbert or Hugging Face BERT config dict. Unknown HF keys are ignored."""
         d = dict(d)
         model_type = d.get("model_type", "bert")
+        if model_type == "roformer":
+            from slimbert.compress.roformer import bert_config_from_roformer
+
+            d = bert_config_from_roformer(d, source)
+            model_type = d["model_type"]
         if model_type not in ("bert", "slimbert_bert"):
             raise CheckpointError(f"{source}: model_type {_shown(model_type)} is not a BERT model")
         if "head" not in d:
@@ -681,6 +686,7 @@ class Seq2SeqLSTMConfig(Seq2SeqConfig):
 CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
     "bert": BertConfig,
     "slimbert_bert": BertConfig,
+    "roformer": BertConfig,  # read as a BERT with rotary positions (slimbert.compress.roformer)
     BiLSTMConfig.MODEL_TYPE: BiLSTMConfig,
     CNNConfig.MODEL_TYPE: CNNConfig,
     Seq2SeqTransformerConfig.MODEL_TYPE: Seq2SeqTransformerConfig,
