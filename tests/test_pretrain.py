@@ -582,6 +582,26 @@ def test_the_step_time_probe_runs_on_a_corpus_of_one_step(files, tokenizer, tmp_
     assert 0 < seconds < math.inf
 
 
+def test_one_step_slowed_by_another_job_does_not_move_the_time_plan(files, tokenizer, tmp_path, monkeypatch):
+    import time
+
+    corpus = TokenCorpus.build(files, tokenizer, tmp_path / "cache", progress=False)
+    source = packed(corpus, tokenizer, batch_size=2, grad_accum=1)
+    net = build_model(BertConfig(**TINY_MODEL, vocab_size=len(tokenizer), head="mlm"))
+    calls = []
+
+    class OneSlowStep(MaskedLMObjective):
+        def __call__(self, model, batch):
+            calls.append(1)
+            if len(calls) == 3:  # the second timed step
+                time.sleep(1.5)
+            return super().__call__(model, batch)
+
+    monkeypatch.setattr(recipe, "MaskedLMObjective", OneSlowStep)
+    seconds = recipe.measure_step_seconds(net, source, TrainConfig(), torch.device("cpu"))
+    assert len(calls) == 6 and seconds < 0.3  # a tiny step takes milliseconds; the mean would be over 0.3
+
+
 def test_parse_duration():
     assert [parse_duration(t) for t in ("2h", "90m", "1h30m", "45s", "3600", "0.5h")] == [
         7200, 5400, 5400, 45, 3600, 1800]

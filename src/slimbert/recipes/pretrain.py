@@ -26,6 +26,7 @@ import logging
 import math
 import re
 import shutil
+import statistics
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -219,9 +220,10 @@ def budget_steps(config: PretrainConfig, train: TrainConfig, source: PackedMLMBa
 
 
 def measure_step_seconds(model: torch.nn.Module, source: PackedMLMBatches, train: TrainConfig,
-                         device: torch.device, steps: int = 3) -> float:
+                         device: torch.device, steps: int = 5) -> float:
     """Seconds per optimizer step of this process, measured on a copy of the model (one
-    warm-up step, then the mean of `steps`), the optimizer included."""
+    warm-up step, then the median of `steps`: one step slowed by something else running on the
+    machine does not move the plan), the optimizer included."""
     # a source of its own over the same corpus: the run's source keeps its position
     probe = PackedMLMBatches(source.corpus, source.seq_length, source.batch_size, source.grad_accum,
                              source.masker, source.seed, source.rank, source.world)
@@ -243,7 +245,7 @@ def measure_step_seconds(model: torch.nn.Module, source: PackedMLMBatches, train
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
-    return sum(times[1:]) / steps
+    return statistics.median(times[1:])
 
 
 def plan_time_budget(config: PretrainConfig, train: TrainConfig, net: torch.nn.Module,
