@@ -363,24 +363,26 @@ class Trainer:
             self.scheduler.step()  # the schedule follows the data position, skipped steps included
         return finite
 
-    def _micro_batch_weights(self, micro_batches: Step) -> list[float]:
+    def _micro_batch_weights(self, micro_batches: Step) -> list[float] | list[torch.Tensor]:
         """The factor of each micro-batch's loss, so that the accumulated gradient is exactly the
         gradient of the step's mean loss, as one full batch would give: each micro-batch's share of
         the step's loss terms. A term is an example, or, for an objective whose loss is a mean
         over its labelled tokens (`mean_over_labels`: masked LM, translation), a labelled token,
         whose count varies between micro-batches. With several replicas, DDP averages their
         gradients: the counts are summed over the processes (one scalar all-reduce), so that the
-        mean is the global one even when replicas hold different numbers of terms."""
+        mean is the global one even when replicas hold different numbers of terms. The counts
+        are read off the batches before they move to the device; the sum stays on the device,
+        so this adds no host-device sync."""
         if getattr(self.objective, "mean_over_labels", False):
             counts = [int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches]
         else:
             counts = [len(b["input_ids"]) for b in micro_batches]
-        total = float(sum(counts))
-        if self.replicas > 1:
-            shared = torch.tensor(total, dtype=torch.float64, device=self.device)
-            dist.all_reduce(shared)  # every process; those of one data-parallel replica count alike
-            total = float(shared) * self.replicas / self.world
-        return [self.replicas * c / max(total, 1.0) for c in counts]
+        if self.replicas == 1:
+            return [c / max(sum(counts), 1) for c in counts]
+        total = torch.tensor(float(sum(counts)), dtype=torch.float64, device=self.device)
+        dist.all_reduce(total)  # every process; the processes of one data-parallel replica count alike
+        total = (total * self.replicas / self.world).clamp_min(1)
+        return [(self.replicas * c / total).float() for c in counts]
 
     def _average_objective_grads(self) -> None:
         """DDP all-reduces the model's gradients; the objective's few own weights (outside the
