@@ -242,16 +242,44 @@ def hf_named(model: nn.Module) -> bool:
     return isinstance(getattr(model, "config", None), BertConfig)
 
 
+def rotary_pairing(head_dim: int) -> torch.Tensor:
+    """The order of a head's q/k features in RoFormer's layout, as slimbert's indices: RoFormer
+    rotates the pairs (2i, 2i + 1), slimbert the pairs (i, i + D/2); so 0, D/2, 1, D/2 + 1, ..."""
+    return torch.arange(head_dim).view(2, head_dim // 2).t().reshape(-1)
+
+
+def is_roformer_state_dict(sd: dict[str, torch.Tensor]) -> bool:
+    """Whether `sd` is in RoFormer's layout (its encoder under `roformer.`, or its table of
+    rotation angles, which a bare RoFormerModel has and a BERT never does)."""
+    return any(k.startswith("roformer.") or k.endswith("embed_positions.weight") for k in sd)
+
+
+def from_roformer_state_dict(sd: dict[str, torch.Tensor], num_heads: int) -> dict[str, torch.Tensor]:
+    """RoFormer's weights -> Hugging Face BERT's names, the q/k rows of each head put back in
+    slimbert's rotary pairing (the inverse of `compress.roformer.roformer_state_dict`). The table
+    of angles is left out: slimbert computes it."""
+    out = {}
+    for name, value in sd.items():
+        if name.endswith("embed_positions.weight"):
+            continue
+        parts = name.split(".")
+        if parts[0] == "roformer":
+            parts[0] = "bert"
+        if len(parts) > 2 and parts[-3] == "self" and parts[-2] in ("query", "key"):
+            D = value.shape[0] // num_heads
+            per_head = value.reshape(num_heads, D, *value.shape[1:])
+            value = per_head[:, torch.argsort(rotary_pairing(D))].reshape(value.shape).contiguous()
+        out[".".join(parts)] = value
+    return out
+
+
 def _normalise_keys(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Map a Hugging Face BERT state dict of any of its layouts onto `model`'s names."""
     out: dict[str, torch.Tensor] = {}
     rename = from_hf_name if hf_named(model) else str
     wants_prefix = hasattr(model, "bert")
-    if hf_named(model):
-        from slimbert.compress.roformer import from_roformer_state_dict, is_roformer_state_dict
-
-        if is_roformer_state_dict(sd):
-            sd = from_roformer_state_dict(sd, model.config.num_attention_heads)
+    if hf_named(model) and is_roformer_state_dict(sd):
+        sd = from_roformer_state_dict(sd, model.config.num_attention_heads)
     for key, value in sd.items():
         for pattern, repl in LEGACY_RENAMES:
             key = pattern.sub(repl, key)

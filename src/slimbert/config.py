@@ -461,8 +461,6 @@ class BertConfig(ModelConfig):
         d = dict(d)
         model_type = d.get("model_type", "bert")
         if model_type == "roformer":
-            from slimbert.compress.roformer import bert_config_from_roformer
-
             d = bert_config_from_roformer(d, source)
             model_type = d["model_type"]
         if model_type not in ("bert", "slimbert_bert"):
@@ -478,6 +476,33 @@ class BertConfig(ModelConfig):
                                       f"expected one of {sorted(ARCHITECTURE_TO_HEAD)}")
             d["head"] = ARCHITECTURE_TO_HEAD[arch]
         return _construct(cls, _serving_fields(_labels_from_dict(d)), source)
+
+
+# transformers' RoFormer (a BERT with rotary positions) by slimbert head: slimbert.compress.roformer
+# writes these, and `bert_config_from_roformer` reads them
+ROFORMER_ARCHITECTURES = {"mlm": "RoFormerForMaskedLM", "none": "RoFormerModel"}
+
+
+def bert_config_from_roformer(d: dict[str, Any], source: str) -> dict[str, Any]:
+    """A RoFormer config.json (`transformers`' RoFormerForMaskedLM or RoFormerModel) as the
+    fields of a rotary BertConfig; what slimbert's BERT cannot compute is a CheckpointError.
+    (The q/k rows are put back in slimbert's pairing by `checkpoint.from_roformer_state_dict`.)"""
+    refused = []
+    if d.get("rotary_value", False):
+        refused.append("rotary_value=true (values rotated too)")
+    if d.get("embedding_size", d.get("hidden_size")) != d.get("hidden_size"):
+        refused.append(f"embedding_size {d.get('embedding_size')} != hidden_size {d.get('hidden_size')} "
+                       "(a projection after the embeddings)")
+    archs = d.get("architectures") or ["RoFormerModel"]
+    arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+    head = {v: k for k, v in ROFORMER_ARCHITECTURES.items()}.get(arch)
+    if head is None:
+        refused.append(f"architecture {_shown(archs)} (RoFormer's classifier differs from BERT's; "
+                       f"expected one of {sorted(ROFORMER_ARCHITECTURES.values())})")
+    if refused:
+        raise CheckpointError(f"{source}: a RoFormer slimbert cannot read: {'; '.join(refused)}")
+    d = {k: v for k, v in d.items() if k not in ("embedding_size", "rotary_value", "architectures")}
+    return {**d, "model_type": "slimbert_bert", "position_embedding_type": "rope", "head": head}
 
 
 # ------------------------------------------------------------------ small students

@@ -14,8 +14,8 @@ table, the same MLM head) whose attention rotates q and k. Two things differ fro
 
 What RoFormer cannot hold: a classifier (its head is dense + the hidden activation on [CLS],
 where BERT's is a tanh pooler), pre-norm, GAU and the log(n) scale. The other way, `load_model`
-reads a RoFormerForMaskedLM or RoFormerModel checkpoint (`bert_config_from_roformer`,
-`from_roformer_state_dict`) whose values are not rotated and whose embeddings are hidden-wide.
+reads a RoFormerForMaskedLM or RoFormerModel checkpoint whose values are not rotated and whose
+embeddings are hidden-wide (`config.bert_config_from_roformer`, `checkpoint.from_roformer_state_dict`).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from slimbert.checkpoint import CONFIG_NAME, WEIGHTS_NAME, model_state_dict
-from slimbert.config import BertConfig
+from slimbert.checkpoint import CONFIG_NAME, WEIGHTS_NAME, model_state_dict, rotary_pairing
+from slimbert.config import ROFORMER_ARCHITECTURES, BertConfig
 from slimbert.errors import CheckpointError
 from slimbert.io import atomic_write, atomic_write_text
 from slimbert.tokenizer import Tokenizer
 
-ARCHITECTURES = {"mlm": "RoFormerForMaskedLM", "none": "RoFormerModel"}
+ARCHITECTURES = ROFORMER_ARCHITECTURES
 
 
 def roformer_blocker(config: BertConfig) -> str | None:
@@ -54,59 +54,8 @@ def interleave_rows(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
     slimbert's rotate-half pairing (i, i + D/2) to RoFormer's interleaved one (2i, 2i + 1).
     Works for a weight (N*D, H) and a bias (N*D,)."""
     D = weight.shape[0] // num_heads
-    order = torch.arange(D).view(2, D // 2).t().reshape(-1)  # 0, D/2, 1, D/2+1, ...
     per_head = weight.reshape(num_heads, D, *weight.shape[1:])
-    return per_head[:, order].reshape(weight.shape).contiguous()
-
-
-def deinterleave_rows(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """The inverse of `interleave_rows`: RoFormer's (2i, 2i + 1) rows back to slimbert's (i, i + D/2)."""
-    D = weight.shape[0] // num_heads
-    order = torch.arange(D).view(2, D // 2).t().reshape(-1)
-    per_head = weight.reshape(num_heads, D, *weight.shape[1:])
-    return per_head[:, torch.argsort(order)].reshape(weight.shape).contiguous()
-
-
-def is_roformer_state_dict(sd: dict[str, torch.Tensor]) -> bool:
-    """Whether `sd` is in RoFormer's layout (its encoder under `roformer.`, or its table of
-    rotation angles, which a bare RoFormerModel has and a BERT never does)."""
-    return any(k.startswith("roformer.") or k.endswith("embed_positions.weight") for k in sd)
-
-
-def from_roformer_state_dict(sd: dict[str, torch.Tensor], num_heads: int) -> dict[str, torch.Tensor]:
-    """RoFormer's weights -> Hugging Face BERT's names, in slimbert's rotary pairing (the
-    inverse of `roformer_state_dict`). The table of angles is left out: slimbert computes it."""
-    out = {}
-    for name, value in sd.items():
-        if name.endswith("embed_positions.weight"):
-            continue
-        parts = name.split(".")
-        if parts[0] == "roformer":
-            parts[0] = "bert"
-        if len(parts) > 2 and parts[-3] == "self" and parts[-2] in ("query", "key"):
-            value = deinterleave_rows(value, num_heads)
-        out[".".join(parts)] = value
-    return out
-
-
-def bert_config_from_roformer(d: dict, source: str) -> dict:
-    """A RoFormer config.json (`transformers`' RoFormerForMaskedLM or RoFormerModel) as the
-    fields of a rotary BertConfig; what slimbert's BERT cannot compute is a CheckpointError."""
-    refused = []
-    if d.get("rotary_value", False):
-        refused.append("rotary_value=true (values rotated too)")
-    if d.get("embedding_size", d.get("hidden_size")) != d.get("hidden_size"):
-        refused.append(f"embedding_size {d.get('embedding_size')} != hidden_size {d.get('hidden_size')} "
-                       "(a projection after the embeddings)")
-    archs = d.get("architectures") or ["RoFormerModel"]
-    head = {v: k for k, v in ARCHITECTURES.items()}.get(archs[0] if isinstance(archs, list) and archs else None)
-    if head is None:
-        refused.append(f"architecture {archs!r} (RoFormer's classifier differs from BERT's; "
-                       f"expected one of {sorted(ARCHITECTURES.values())})")
-    if refused:
-        raise CheckpointError(f"{source}: a RoFormer slimbert cannot read: {'; '.join(refused)}")
-    d = {k: v for k, v in d.items() if k not in ("embedding_size", "rotary_value", "architectures")}
-    return {**d, "model_type": "slimbert_bert", "position_embedding_type": "rope", "head": head}
+    return per_head[:, rotary_pairing(D)].reshape(weight.shape).contiguous()
 
 
 def roformer_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
