@@ -208,6 +208,25 @@ def test_bench_refuses_models_it_cannot_serve_the_same_inputs_before_any_work(tm
                                    memory=False, progress=False) == ([], {})
 
 
+def test_bench_times_only_the_default_lengths_every_model_takes(tmp_path, tiny_tokenizer, csv_task, monkeypatch):
+    from slimbert.recipes import bench as recipe
+
+    seen = []
+    monkeypatch.setattr(recipe, "run_bench", lambda models, backends, data, seq_lens, *a, **k:
+                        seen.append(list(seq_lens)) or ([], {}))
+    def write(rows, meta, out):
+        (Path(out) / "bench.md").parent.mkdir(parents=True, exist_ok=True)
+        (Path(out) / "bench.md").write_text("")
+        return Path(out)
+
+    monkeypatch.setattr(recipe, "write_bench", write)
+    short = classifier(tmp_path, "short", tiny_tokenizer)  # 64 learned positions
+    long = classifier(tmp_path, "long", tiny_tokenizer, max_position_embeddings=512)
+    out = ["--out", str(tmp_path / "bench")]
+    assert main(bench_args(csv_task, long, extra=out)) == 0 and main(bench_args(csv_task, long, short, extra=out)) == 0
+    assert seen == [list(bench_run.SEQ_LENS), [n for n in bench_run.SEQ_LENS if n <= 64]]
+
+
 def test_bench_encodes_the_dev_split_at_max_length_and_latency_inputs_at_each_length(tmp_path, tiny_tokenizer,
                                                                                     csv_task, monkeypatch):
     seen = {}

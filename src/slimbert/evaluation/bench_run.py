@@ -12,6 +12,7 @@ first checkpoint's `torch` row (or its first backend) of the same run.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import statistics
 import tempfile
@@ -42,6 +43,8 @@ from slimbert.evaluation.metrics import compute_metrics
 from slimbert.evaluation.probe_cache import cached, file_stamp
 from slimbert.hardware import detect_machine
 from slimbert.io import atomic_write, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 SEQ_LENS = (16, 32, 128)
 
@@ -153,6 +156,20 @@ def servable_length(ckpt: Path, longest: int) -> int:
         raise CheckpointError(f"{ckpt}: takes at most {limit} tokens (max_position_embeddings), but --seq-lens "
                               f"asks for {longest}")
     return limit
+
+
+def lengths_every_model_takes(checkpoints: list[Path], seq_lens: tuple[int, ...]) -> tuple[int, ...]:
+    """The default latency lengths cut to what every checkpoint takes (a model with 64 learned
+    positions is timed at 16 and 32 tokens, not 128); lengths a user asks for are checked by
+    `servable_length` instead, and one a model cannot take is an error."""
+    limits = [getattr(load_config(ckpt), "max_position_embeddings", None) for ckpt in checkpoints]
+    limit = min((n for n in limits if n is not None), default=None)
+    if limit is None:
+        return tuple(seq_lens)
+    kept = tuple(n for n in seq_lens if n <= limit)
+    if len(kept) < len(seq_lens):
+        log.warning("latency lengths over %d tokens left out: a model takes at most %d", limit, limit)
+    return kept or (limit,)
 
 
 def length_sample(dev: EncodedDataset, n: int) -> EncodedDataset:

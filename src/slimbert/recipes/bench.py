@@ -9,7 +9,7 @@ from pathlib import Path
 
 from slimbert.config import Backend
 from slimbert.errors import ConfigError, SlimbertError
-from slimbert.evaluation.bench_run import SEQ_LENS, run_bench, write_bench
+from slimbert.evaluation.bench_run import SEQ_LENS, lengths_every_model_takes, run_bench, write_bench
 from slimbert.recipes.common import DataConfig, dev_data_for, positive
 
 QUICK_SEQ_LENS = (32,)
@@ -54,7 +54,10 @@ def bench(config: BenchConfig, source: DataConfig) -> Path:
     data = dev_data_for(source, config.model[0])
     if data.dev is None:
         raise SlimbertError("bench times real dev sentences: give --task (and --data-dir) or --dev-file")
-    rows, meta = run_bench([Path(m) for m in config.model], list(config.backend), data, config.seq_lens,
+    seq_lens = config.seq_lens
+    if tuple(seq_lens) in (SEQ_LENS, QUICK_SEQ_LENS):  # not asked for: the defaults every model can take
+        seq_lens = lengths_every_model_takes([Path(m) for m in config.model], tuple(seq_lens))
+    rows, meta = run_bench([Path(m) for m in config.model], list(config.backend), data, seq_lens,
                            config.batch_size, config.rounds, config.threads, memory=config.memory,
                            references=config.references, progress=config.progress,
                            max_length=config.max_length, throughput_examples=config.throughput_examples)
