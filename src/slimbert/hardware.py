@@ -125,6 +125,11 @@ def detect_machine() -> Machine:
                    torch.get_num_threads(), cuda, providers)
 
 
+def gpu_bf16_native() -> bool:
+    """Whether a GPU is visible and computes bf16 natively (Ampere, sm_80, and later)."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def check_bf16(device: torch.device | str, what: str, force: bool = False) -> None:
     """Refuse bf16 on a CPU or GPU that only emulates it (a ConfigError naming `what`), unless
     `force`. CPUs with AVX512-BF16/AMX and GPUs from Ampere (sm_80) on pass."""
@@ -132,7 +137,7 @@ def check_bf16(device: torch.device | str, what: str, force: bool = False) -> No
     if force or device.type not in ("cpu", "cuda"):
         return
     if device.type == "cuda":  # (no GPU at all is check_device's error)
-        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported(including_emulation=False):
+        if torch.cuda.is_available() and not gpu_bf16_native():
             raise ConfigError(f"{what}: this GPU ({torch.cuda.get_device_name(device)}) has no native bf16 "
                               "(it arrived with Ampere, sm_80); use fp16 or fp32, or add --force")
         return

@@ -53,7 +53,7 @@ from slimbert.data.sources import FileColumns, TaskData, load_test_file
 from slimbert.errors import ConfigError, DataError, SlimbertError
 from slimbert.evaluation.backends import BackendUnavailable, build, check_backend, converted
 from slimbert.evaluation.bench_run import BenchRow, measure_pairs, ratio_axis
-from slimbert.hardware import check_bf16, detect_machine
+from slimbert.hardware import check_bf16, detect_machine, gpu_bf16_native
 from slimbert.io import atomic_write, atomic_write_text
 from slimbert.recipes.common import DataConfig, fraction, model_data, positive, train_sample
 from slimbert.recipes.distill import DistillConfig, distill
@@ -122,10 +122,8 @@ class OptimizeConfig:
         for backend in self.backend or ():
             if backend == "hf":
                 raise ConfigError("backend: hf is a reference for bench, not a way to serve a slimbert model")
-            if backend.endswith("bf16") and not backend.startswith("torch-cuda"):
-                check_bf16("cpu", f"backend {backend}")
-            elif backend == "torch-cuda-bf16" and torch.cuda.is_available():
-                check_bf16("cuda", f"backend {backend}")
+            if backend.endswith("bf16"):
+                check_bf16("cuda" if backend.startswith("torch-cuda") else "cpu", f"backend {backend}")
 
     def settings(self) -> dict:
         """What a resumed search must share with the one it continues."""
@@ -150,7 +148,7 @@ def serving_backends(config: OptimizeConfig) -> list[str]:
         wanted.append("torch-bf16")
     if machine.cuda:
         wanted.append("torch-cuda")
-        if torch.cuda.is_bf16_supported(including_emulation=False):
+        if gpu_bf16_native():
             wanted.append("torch-cuda-bf16")
     available = []
     for backend in wanted:
