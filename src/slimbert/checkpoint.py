@@ -248,6 +248,13 @@ def rotary_pairing(head_dim: int) -> torch.Tensor:
     return torch.arange(head_dim).view(2, head_dim // 2).t().reshape(-1)
 
 
+def reorder_head_rows(weight: torch.Tensor, num_heads: int, order: torch.Tensor) -> torch.Tensor:
+    """The rows (output features) of a q or k projection put in `order` inside each head: a
+    weight (N*D, H) or a bias (N*D,), `order` a permutation of range(D)."""
+    per_head = weight.reshape(num_heads, weight.shape[0] // num_heads, *weight.shape[1:])
+    return per_head[:, order].reshape(weight.shape).contiguous()
+
+
 def is_roformer_state_dict(sd: dict[str, torch.Tensor]) -> bool:
     """Whether `sd` is in RoFormer's layout (its encoder under `roformer.`, or its table of
     rotation angles, which a bare RoFormerModel has and a BERT never does)."""
@@ -266,9 +273,7 @@ def from_roformer_state_dict(sd: dict[str, torch.Tensor], num_heads: int) -> dic
         if parts[0] == "roformer":
             parts[0] = "bert"
         if len(parts) > 2 and parts[-3] == "self" and parts[-2] in ("query", "key"):
-            D = value.shape[0] // num_heads
-            per_head = value.reshape(num_heads, D, *value.shape[1:])
-            value = per_head[:, torch.argsort(rotary_pairing(D))].reshape(value.shape).contiguous()
+            value = reorder_head_rows(value, num_heads, torch.argsort(rotary_pairing(value.shape[0] // num_heads)))
         out[".".join(parts)] = value
     return out
 

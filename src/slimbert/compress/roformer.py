@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from slimbert.checkpoint import CONFIG_NAME, WEIGHTS_NAME, model_state_dict, rotary_pairing
+from slimbert.checkpoint import CONFIG_NAME, WEIGHTS_NAME, model_state_dict, reorder_head_rows, rotary_pairing
 from slimbert.config import ROFORMER_ARCHITECTURES, BertConfig
 from slimbert.errors import CheckpointError
 from slimbert.io import atomic_write, atomic_write_text
@@ -53,9 +53,7 @@ def interleave_rows(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
     """The rows (output features) of a q or k projection, reordered inside each head from
     slimbert's rotate-half pairing (i, i + D/2) to RoFormer's interleaved one (2i, 2i + 1).
     Works for a weight (N*D, H) and a bias (N*D,)."""
-    D = weight.shape[0] // num_heads
-    per_head = weight.reshape(num_heads, D, *weight.shape[1:])
-    return per_head[:, rotary_pairing(D)].reshape(weight.shape).contiguous()
+    return reorder_head_rows(weight, num_heads, rotary_pairing(weight.shape[0] // num_heads))
 
 
 def roformer_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
