@@ -146,10 +146,14 @@ def measure_pairs(pairs: list[tuple[Path, str]], data: TaskData, seq_lens=SEQ_LE
         shutil.rmtree(work, ignore_errors=True)
 
 
+def position_limit(ckpt: Path) -> int | None:
+    """The most tokens `ckpt` takes (a BERT's max_position_embeddings), or None for no limit."""
+    return getattr(load_config(ckpt), "max_position_embeddings", None)
+
+
 def servable_length(ckpt: Path, longest: int) -> int:
-    """The most tokens `ckpt` takes (a BERT's max_position_embeddings), which must be at least
-    the `longest` latency input."""
-    limit = getattr(load_config(ckpt), "max_position_embeddings", None)
+    """The most tokens `ckpt` takes, which must be at least the `longest` latency input."""
+    limit = position_limit(ckpt)
     if limit is None:
         return longest
     if longest > limit:
@@ -162,8 +166,7 @@ def lengths_every_model_takes(checkpoints: list[Path], seq_lens: tuple[int, ...]
     """The default latency lengths cut to what every checkpoint takes (a model with 64 learned
     positions is timed at 16 and 32 tokens, not 128); lengths a user asks for are checked by
     `servable_length` instead, and one a model cannot take is an error."""
-    limits = [getattr(load_config(ckpt), "max_position_embeddings", None) for ckpt in checkpoints]
-    limit = min((n for n in limits if n is not None), default=None)
+    limit = min((n for n in map(position_limit, checkpoints) if n is not None), default=None)
     if limit is None:
         return tuple(seq_lens)
     kept = tuple(n for n in seq_lens if n <= limit)
