@@ -13,7 +13,7 @@ thread count:
   - Hugging Face: `BertForMaskedLM` of the same config, the text tokenized and packed into
     128-token blocks by `group_texts` as `examples/pytorch/language-modeling/run_mlm.py` does,
     `DataCollatorForLanguageModeling(mlm_probability=0.15)` and `Trainer` (its default optimizer,
-    no evaluation, saving or logging, `dataloader_num_workers=0`, `use_cpu=True`).
+    no evaluation, saving or logging, `dataloader_num_workers=0`, `use_cpu=True` unless `--device cuda`).
 Each run takes `--warmup` steps, then `--steps` timed optimizer steps; tokens/s = steps x
 batch x seq_length / seconds of those steps. The timed window holds the data of every step
 (masking, collation) and the whole step (forward, backward, clipping, optimizer, schedule),
@@ -33,6 +33,13 @@ speed-up = tokens/s(2 x 1 thread) / tokens/s(1 x `--threads` threads).
 
     python benchmarks/pretrain_throughput.py --ddp --model-config mini --batch-size 64 \
         --steps 20 --warmup 3 --rounds 3 --threads 2 --corpus ../shared/data/pretrain/wikipedia/*.txt
+
+On a GPU (`--device cuda`, with `--compile` for both systems' `torch.compile`), both systems
+train there, fp32 and bf16 autocast where the GPU has bf16; every step's end is timed after a
+`torch.cuda.synchronize()`, so no queued work is missed:
+
+    python benchmarks/pretrain_throughput.py --device cuda --compile --model-config mini \
+        --batch-size 256 --steps 30 --warmup 10 --rounds 2 --corpus wiki-00.txt
 
 Writes OUT.json and OUT.md (`--out`, default benchmarks/results/pretrain_throughput, or
 benchmarks/results/pretrain_throughput_ddp with --ddp). Run it on an otherwise idle machine.
@@ -122,12 +129,20 @@ def hf_blocks(text: Path, vocab: str, lowercase: bool, strip_accents: bool | Non
 # --------------------------------------------------------------------------- slimbert
 
 
+def synced_time(device: str) -> float:
+    """The time, once the GPU has finished what was queued (CUDA runs asynchronously)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 class ClockedSource:
     """A batch source that notes the time whenever the Trainer asks for the next step: mark k
     is when step k + 1 is done (its optimizer step and schedule included)."""
 
-    def __init__(self, source: PackedMLMBatches):
+    def __init__(self, source: PackedMLMBatches, device: str = "cpu"):
         self.source = source
+        self.device = device
         self.marks: list[float] = []
 
     def __getattr__(self, name: str):
@@ -136,7 +151,7 @@ class ClockedSource:
     def epoch_batches(self, epoch: int):
         for step in self.source.epoch_batches(epoch):
             yield step
-            self.marks.append(time.perf_counter())
+            self.marks.append(synced_time(self.device))
 
 
 def run_slimbert(corpus: TokenCorpus, tokenizer, args, precision: str, rank: int = 0, world: int = 1) -> dict:
@@ -147,13 +162,14 @@ def run_slimbert(corpus: TokenCorpus, tokenizer, args, precision: str, rank: int
     masker = SampleMasker.for_tokenizer(tokenizer, 0.15, False, args.seed)
     per_process = args.batch_size // world
     source = ClockedSource(PackedMLMBatches(corpus, args.seq_length, per_process, 1, masker, args.seed, rank,
-                                            world))
+                                            world), args.device)
     total = args.warmup + args.steps + 1
     if source.steps_per_epoch < total:
         raise SystemExit(f"the corpus slice gives {source.steps_per_epoch} steps of {args.batch_size} sequences, "
                          f"fewer than the {total} of a run; raise --corpus-mb")
     train = TrainConfig(max_steps=total, batch_size=per_process, lr=args.lr, weight_decay=0.01, warmup_ratio=0.1,
-                        max_grad_norm=1.0, optimizer="adamw", precision=precision, seed=args.seed, progress=False)
+                        max_grad_norm=1.0, optimizer="adamw", precision=precision, seed=args.seed, progress=False,
+                        device=args.device, compile=args.compile)
     with tempfile.TemporaryDirectory() as out:
         Trainer(net, MaskedLMObjective(), source, train, out, tokenizer=tokenizer).fit()
     start, end = source.marks[args.warmup - 1], source.marks[args.warmup + args.steps - 1]
@@ -182,10 +198,10 @@ def run_hf(blocks, hf_tokenizer, tokenizer, args, precision: str, work: Path) ->
 
         def on_step_end(self, train_args, state, control, **kwargs):
             if state.global_step == args.warmup:
-                self.start = time.perf_counter()
+                self.start = synced_time(args.device)
                 self.threads = torch.get_num_threads()  # what the Trainer runs with, after its own setup
             elif state.global_step == args.warmup + args.steps:
-                self.end = time.perf_counter()
+                self.end = synced_time(args.device)
 
     ours = model_config(args.model_config, len(tokenizer), tokenizer.pad_id, "absolute")
     if not ours.is_hf_compatible:
@@ -196,7 +212,8 @@ def run_hf(blocks, hf_tokenizer, tokenizer, args, precision: str, work: Path) ->
     train_args = TrainingArguments(
         output_dir=str(work / "hf"), per_device_train_batch_size=args.batch_size, max_steps=total,
         learning_rate=args.lr, weight_decay=0.01, warmup_steps=int(0.1 * total), max_grad_norm=1.0,
-        lr_scheduler_type="linear", bf16=precision == "bf16", use_cpu=True, eval_strategy="no",
+        lr_scheduler_type="linear", bf16=precision == "bf16", use_cpu=args.device == "cpu",
+        torch_compile=args.compile, eval_strategy="no",
         save_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True, dataloader_num_workers=0,
         seed=args.seed)
     clock = StepClock()
@@ -225,9 +242,10 @@ def compare(args, corpus: TokenCorpus, tokenizer, text: Path, work: Path, machin
     if len(blocks) < (args.warmup + args.steps) * args.batch_size:
         raise SystemExit(f"the corpus slice gives {len(blocks)} blocks for Hugging Face, fewer than "
                          f"{(args.warmup + args.steps) * args.batch_size}; raise --corpus-mb")
-    precisions = ["fp32"] + (["bf16"] if machine.bf16_native else [])
-    if not machine.bf16_native:
-        print(f"bf16 skipped: this CPU only emulates it ({machine.line()})", flush=True)
+    bf16 = torch.cuda.is_bf16_supported() if args.device.startswith("cuda") else machine.bf16_native
+    precisions = ["fp32"] + (["bf16"] if bf16 else [])
+    if not bf16:
+        print(f"bf16 skipped: {args.device} only emulates it ({machine.line()})", flush=True)
     runs = {p: {"slimbert": [], "hf": []} for p in precisions}
     info: dict = {}
     for r in range(args.rounds):
@@ -248,7 +266,7 @@ def compare(args, corpus: TokenCorpus, tokenizer, text: Path, work: Path, machin
         rows.append({"precision": precision, "slimbert_tokens_per_s": spread(by["slimbert"]),
                      "hf_tokens_per_s": spread(by["hf"]), "slimbert_over_hf": spread(ratios)})
     return {"rows": rows, "systems": info, "hf_blocks": len(blocks),
-            "bf16": "measured" if machine.bf16_native else "skipped (emulated on this CPU)"}
+            "bf16": "measured" if bf16 else f"skipped (emulated on this {args.device})"}
 
 
 def free_port() -> int:
@@ -329,8 +347,10 @@ def markdown(report: dict) -> str:
                    "reliable; with several threads, other processes' load slows each step many times over.**"), ""]
     if "compare" in report:
         c = report["compare"]
-        lines += [(f"{m['threads']} threads, one process. HF optimizer: {c['systems']['hf']['optimizer']}; "
-                   f"bf16: {c['bf16']}."), "",
+        where = (f"{m['threads']} threads" if m.get("device", "cpu") == "cpu"
+                 else f"on {m['device']} ({m.get('gpu')})")
+        lines += [(f"{where}, one process{', torch.compile' if m.get('compile') else ''}. "
+                   f"HF optimizer: {c['systems']['hf']['optimizer']}; bf16: {c['bf16']}."), "",
                   "| precision | slimbert tokens/s | HF Trainer tokens/s | slimbert / HF (median) | min | max |",
                   "|---|---:|---:|---:|---:|---:|"]
         for row in c["rows"]:
@@ -368,6 +388,9 @@ def main() -> None:
                    "compared at the same total threads)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda (both systems train on the GPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile in both systems (Trainer's compile, "
+                   "HF TrainingArguments(torch_compile=True))")
     p.add_argument("--ddp", action="store_true", help="measure 1 -> 2 process scaling instead of the comparison")
     p.add_argument("--out", help="OUT.json and OUT.md (default: benchmarks/results/pretrain_throughput[_ddp])")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # a torchrun process of --ddp: where its result goes
@@ -375,6 +398,12 @@ def main() -> None:
     args = p.parse_args()
     if args.warmup < 1 or args.steps < 1:
         raise SystemExit("--warmup and --steps must be at least 1")
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise SystemExit(f"--device {args.device}: expected cpu, cuda or cuda:N")
+    if args.device != "cpu" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: this machine has no CUDA GPU")
+    if args.ddp and args.device != "cpu":
+        raise SystemExit("--ddp measures CPU processes (gloo); leave --device cpu")
     torch.set_num_threads(args.threads)
     if args.worker:
         worker(args)
@@ -414,7 +443,9 @@ def main() -> None:
     report["meta"] = {
         "date": date.today().isoformat(), "command": command, "machine": machine.line(),
         "machine_detail": machine.as_dict(), "torch": torch.__version__, "transformers": transformers_version,
-        "threads": args.threads, "model_config": args.model_config, "parameters": parameters, "vocab": args.vocab,
+        "threads": args.threads, "device": args.device, "compile": args.compile,
+        "gpu": torch.cuda.get_device_name(args.device) if args.device != "cpu" else None,
+        "model_config": args.model_config, "parameters": parameters, "vocab": args.vocab,
         "vocab_size": len(tokenizer), "seq_length": args.seq_length, "batch_size": args.batch_size,
         "lr": args.lr, "warmup": args.warmup, "steps": args.steps, "rounds": args.rounds,
         "corpus": args.corpus[0] + (" ..." if len(args.corpus) > 1 else ""), "corpus_files": len(args.corpus),
