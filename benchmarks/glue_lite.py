@@ -14,16 +14,18 @@ The random initialisation is the pretrained model's config and vocabulary with f
 (seed 0), saved once to RUNS/random-init. Each fine-tuning run is kept in
 RUNS/<init>/<task>/s<seed> (--runs, default runs/glue-lite); a run whose results.json exists
 is not rerun, and one stopped midway continues from its last epoch (`finetune --resume`), so
-the script resumes where it stopped. Writes OUT/glue_lite.json, OUT/glue_lite.md
-and OUT/glue_lite.png.
+the script resumes where it stopped. `--jobs 2` runs two fine-tunings at a time with one thread
+each. Writes OUT/glue_lite.json, OUT/glue_lite.md and OUT/glue_lite.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -56,7 +58,9 @@ def random_init(pretrained: Path, where: Path, seed: int = 0) -> Path:
 
 
 def finetune(model: Path, task: str, seed: int, run: Path, args) -> dict:
-    """`slimbert finetune` once, unless `run` already holds a finished run; its results.json."""
+    """`slimbert finetune` once, unless `run` already holds a finished run; its results.json.
+    With `--jobs` above 1, it runs with its share of the threads and writes its output to
+    RUN/finetune.log."""
     if not (run / "results.json").exists():
         epochs = args.sst2_epochs if task == "sst2" else args.epochs
         cmd = [sys.executable, "-m", "slimbert", "finetune", "--model", str(model), "--task", task,
@@ -67,7 +71,12 @@ def finetune(model: Path, task: str, seed: int, run: Path, args) -> dict:
             cmd.append("--resume")
         if args.max_train_examples:
             cmd += ["--max-train-examples", str(args.max_train_examples)]
-        run_command(cmd)
+        if args.jobs > 1:
+            threads = str(max(1, args.threads // args.jobs))
+            run_command(cmd + ["--no-progress"], env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
+                        log=run.parent / f"{run.name}-finetune.log")
+        else:
+            run_command(cmd)
     return json.loads((run / "results.json").read_text())
 
 
@@ -122,7 +131,13 @@ def main() -> None:
     p.add_argument("--max-train-examples", type=int, help="train on the first N examples only (quick checks)")
     p.add_argument("--out", default="benchmarks/results/glue_lite", help="where the table goes")
     p.add_argument("--runs", default="runs/glue-lite", help="where the fine-tuning runs go")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="fine-tuning runs side by side, each with threads/jobs threads (a small model "
+                        "uses 2 cores better as 2 one-thread runs than as one two-thread run)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads shared by the jobs")
     args = p.parse_args()
+    if args.jobs < 1:
+        raise SystemExit("--jobs must be at least 1")
 
     out = Path(args.out)
     runs = Path(args.runs)
@@ -130,11 +145,14 @@ def main() -> None:
     inits = {"pretrained": pretrained, "random-init": random_init(pretrained, runs / "random-init")}
     inits = {name: inits[name] for name in args.inits}
     table: dict[str, dict] = {name: {} for name in inits}
+    work = [(task, name, seed) for task in args.tasks for name in inits for seed in args.seeds]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = dict(zip(work, pool.map(
+            lambda w: finetune(inits[w[1]], w[0], w[2], runs / w[1] / w[0] / f"s{w[2]}", args), work)))
     for task in args.tasks:
         metric = TASKS[task][0]
-        for name, model in inits.items():
-            scores = [kept_score(finetune(model, task, seed, runs / name / task / f"s{seed}", args), metric)
-                      for seed in args.seeds]
+        for name in inits:
+            scores = [kept_score(results[task, name, seed], metric) for seed in args.seeds]
             m, s = mean_std(scores)
             table[name][task] = {"scores": scores, "mean": m, "std": s}
             print(f"   {task} {name}: {m:.2f} ± {s:.2f}", flush=True)
@@ -145,7 +163,8 @@ def main() -> None:
 
     record = {"date": str(date.today()), "machine": detect_machine().line(), "model": args.model,
               "tasks": args.tasks, "seeds": args.seeds, "epochs": args.epochs,
-              "sst2_epochs": args.sst2_epochs, "lr": args.lr, "batch_size": args.batch_size, "table": table,
+              "sst2_epochs": args.sst2_epochs, "lr": args.lr, "batch_size": args.batch_size,
+              "jobs": args.jobs, "threads": args.threads, "table": table,
               "turc_bert_mini_test": TURC_MINI,
               "turc_glue_lite": anchor, "gain": gain}
     out.mkdir(parents=True, exist_ok=True)
