@@ -36,11 +36,13 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from runner import run_command
 
 from slimbert import BertConfig, build_model, export_hf
 from slimbert.config import Seq2SeqLSTMConfig, Seq2SeqTransformerConfig
+from slimbert.errors import ConfigError
 from slimbert.generation.search import SearchConfig, beam_search, greedy_search
-from slimbert.hardware import detect_machine
+from slimbert.hardware import check_device, detect_machine
 from slimbert.models.seq2seq import Seq2SeqLSTM, Seq2SeqTransformer
 
 
@@ -78,15 +80,16 @@ def check_bert(device: str, args) -> dict:
         theirs = transformers.BertModel.from_pretrained(tmp, attn_implementation="sdpa").eval().to(device)
     ours = ours.to(device)
     keep = mask.bool()
+    ids, mask = ids.to(device), mask.to(device)
     with torch.no_grad():
-        a = ours(ids.to(device), mask.to(device)).last_hidden_state
-        b = theirs(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-        result = {"vs_transformers_same_device": max_diff(a[keep.to(device)], b[keep.to(device)]),
-                  "vs_slimbert_cpu": max_diff(a.cpu()[keep], on_cpu[keep])}
+        a = ours(ids, mask).last_hidden_state.cpu()
+        b = theirs(input_ids=ids, attention_mask=mask).last_hidden_state.cpu()
+        result = {"vs_transformers_same_device": max_diff(a[keep], b[keep]),
+                  "vs_slimbert_cpu": max_diff(a[keep], on_cpu[keep])}
         if device != "cpu" and torch.cuda.is_bf16_supported():
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                c = ours(ids.to(device), mask.to(device)).last_hidden_state
-            result["bf16_autocast_vs_fp32"] = max_diff(c.cpu()[keep], a.cpu()[keep])
+                c = ours(ids, mask).last_hidden_state.cpu()
+            result["bf16_autocast_vs_fp32"] = max_diff(c[keep], a[keep])
     result["ok"] = result["vs_transformers_same_device"] < 1e-4 and result["vs_slimbert_cpu"] < 1e-3
     return result
 
@@ -126,14 +129,13 @@ def check_seq2seq(device: str, args) -> dict:
 
 
 def run_cli(argv: list[str], log: Path) -> float:
-    """`python -m slimbert ARGV`, its output in `log`; the seconds it took. Raises on failure."""
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        done = subprocess.run([sys.executable, "-m", "slimbert", *argv], stdout=f, stderr=subprocess.STDOUT)
-    if done.returncode:
+    """`python -m slimbert ARGV`, its output in `log`; the seconds it took. On failure, the
+    error carries the end of the log, so that the report shows why."""
+    try:
+        return run_command([sys.executable, "-m", "slimbert", *argv], log=log)
+    except subprocess.CalledProcessError as e:
         tail = log.read_text(errors="replace")[-1500:]
-        raise RuntimeError(f"slimbert {argv[0]} exited {done.returncode}:\n{tail}")
-    return time.perf_counter() - start
+        raise RuntimeError(f"slimbert {argv[0]} exited {e.returncode}:\n{tail}") from None
 
 
 def training_options(device: str, args) -> list[str]:
@@ -234,8 +236,10 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="a few steps of everything, tiny models")
     p.add_argument("--checks", nargs="+", default=list(CHECKS), choices=list(CHECKS))
     args = p.parse_args()
-    if args.device != "cpu" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: this machine has no CUDA GPU")
+    try:
+        check_device(args.device)
+    except ConfigError as e:
+        raise SystemExit(f"--{e}") from None
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"checks": {}, "meta": {
         "date": date.today().isoformat(), "device": args.device, "command": "python " + " ".join(sys.argv),

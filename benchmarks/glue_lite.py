@@ -146,9 +146,13 @@ def main() -> None:
     inits = {name: inits[name] for name in args.inits}
     table: dict[str, dict] = {name: {} for name in inits}
     work = [(task, name, seed) for task in args.tasks for name in inits for seed in args.seeds]
+
+    def run(job: tuple[str, str, int]) -> dict:
+        task, name, seed = job
+        return finetune(inits[name], task, seed, runs / name / task / f"s{seed}", args)
+
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = dict(zip(work, pool.map(
-            lambda w: finetune(inits[w[1]], w[0], w[2], runs / w[1] / w[0] / f"s{w[2]}", args), work)))
+        results = dict(zip(work, pool.map(run, work)))
     for task in args.tasks:
         metric = TASKS[task][0]
         for name in inits:

@@ -68,7 +68,8 @@ from slimbert.checkpoint import load_tokenizer, resolve
 from slimbert.data.corpus import TokenCorpus
 from slimbert.data.masking import SampleMasker
 from slimbert.data.packed import PackedMLMBatches
-from slimbert.hardware import cpu_busy, detect_machine
+from slimbert.errors import ConfigError
+from slimbert.hardware import check_device, cpu_busy, detect_machine
 from slimbert.models import build_model, count_parameters
 from slimbert.recipes.pretrain import MODEL_PRESETS, model_config
 from slimbert.training.objectives import MaskedLMObjective
@@ -131,7 +132,7 @@ def hf_blocks(text: Path, vocab: str, lowercase: bool, strip_accents: bool | Non
 
 def synced_time(device: str) -> float:
     """The time, once the GPU has finished what was queued (CUDA runs asynchronously)."""
-    if device.startswith("cuda"):
+    if device != "cpu":
         torch.cuda.synchronize()
     return time.perf_counter()
 
@@ -242,7 +243,7 @@ def compare(args, corpus: TokenCorpus, tokenizer, text: Path, work: Path, machin
     if len(blocks) < (args.warmup + args.steps) * args.batch_size:
         raise SystemExit(f"the corpus slice gives {len(blocks)} blocks for Hugging Face, fewer than "
                          f"{(args.warmup + args.steps) * args.batch_size}; raise --corpus-mb")
-    bf16 = torch.cuda.is_bf16_supported() if args.device.startswith("cuda") else machine.bf16_native
+    bf16 = torch.cuda.is_bf16_supported() if args.device != "cpu" else machine.bf16_native
     precisions = ["fp32"] + (["bf16"] if bf16 else [])
     if not bf16:
         print(f"bf16 skipped: {args.device} only emulates it ({machine.line()})", flush=True)
@@ -398,10 +399,12 @@ def main() -> None:
     args = p.parse_args()
     if args.warmup < 1 or args.steps < 1:
         raise SystemExit("--warmup and --steps must be at least 1")
-    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+    if args.device != "cpu" and not args.device.startswith("cuda"):
         raise SystemExit(f"--device {args.device}: expected cpu, cuda or cuda:N")
-    if args.device != "cpu" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: this machine has no CUDA GPU")
+    try:
+        check_device(args.device)
+    except ConfigError as e:
+        raise SystemExit(f"--{e}") from None
     if args.ddp and args.device != "cpu":
         raise SystemExit("--ddp measures CPU processes (gloo); leave --device cpu")
     torch.set_num_threads(args.threads)
