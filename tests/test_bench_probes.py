@@ -97,7 +97,7 @@ def test_quick_bench_times_fewer_lengths_and_sentences_spread_over_the_lengths()
     from slimbert.recipes.bench import BenchConfig
 
     quick = BenchConfig(model=["m"], quick=True)
-    assert quick.seq_lens == (32,) and quick.throughput_examples == 256
+    assert quick.throughput_examples == 256
     assert BenchConfig(model=["m"], quick=True, seq_lens=(8, 64), throughput_examples=100).seq_lens == (8, 64)
     assert BenchConfig(model=["m"]).throughput_examples is None  # by default every dev sentence is timed
     dev = EncodedDataset([[1] * n for n in range(1, 101)], [[0] * n for n in range(1, 101)], None)
@@ -208,7 +208,8 @@ def test_bench_refuses_models_it_cannot_serve_the_same_inputs_before_any_work(tm
                                    memory=False, progress=False) == ([], {})
 
 
-def test_bench_times_only_the_default_lengths_every_model_takes(tmp_path, tiny_tokenizer, csv_task, monkeypatch):
+def test_bench_times_only_the_default_lengths_every_model_takes(tmp_path, tiny_tokenizer, csv_task, monkeypatch,
+                                                                capsys):
     from slimbert.recipes import bench as recipe
 
     seen = []
@@ -224,7 +225,15 @@ def test_bench_times_only_the_default_lengths_every_model_takes(tmp_path, tiny_t
     long = classifier(tmp_path, "long", tiny_tokenizer, max_position_embeddings=512)
     out = ["--out", str(tmp_path / "bench")]
     assert main(bench_args(csv_task, long, extra=out)) == 0 and main(bench_args(csv_task, long, short, extra=out)) == 0
-    assert seen == [list(bench_run.SEQ_LENS), [n for n in bench_run.SEQ_LENS if n <= 64]]
+    assert main(bench_args(csv_task, long, short, extra=out + ["--quick"])) == 0
+    assert seen == [list(bench_run.SEQ_LENS), [n for n in bench_run.SEQ_LENS if n <= 64], list(recipe.QUICK_SEQ_LENS)]
+    # the same lengths asked for are not cut: the short model cannot take 128 tokens, and says so
+    monkeypatch.undo()
+    monkeypatch.setattr(bench_run, "_measure", lambda *a, **k: pytest.fail("measured"))
+    asked = ",".join(map(str, bench_run.SEQ_LENS))
+    assert main(bench_args(csv_task, long, short, extra=out + ["--seq-lens", asked])) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(short) in err and "max_position_embeddings" in err and len(err.splitlines()) == 1
 
 
 def test_bench_encodes_the_dev_split_at_max_length_and_latency_inputs_at_each_length(tmp_path, tiny_tokenizer,

@@ -23,7 +23,9 @@ class BenchConfig:
     backend: list[Backend] = field(default_factory=lambda: ["torch"])
     references: bool = True  # add the hf and onnxruntime rows
     out: str = "bench"  # directory for bench.json, bench.md, bench.png
-    seq_lens: tuple[int, ...] = SEQ_LENS  # batch-1 latency lengths
+    # batch-1 latency lengths (default: 16,32,128, or 32 with --quick, leaving out those a model
+    # cannot take; a length asked for that a model cannot take is an error)
+    seq_lens: tuple[int, ...] | None = None
     batch_size: int = 32  # throughput batch
     rounds: int = 3  # timing rounds
     threads: int | None = None  # torch / ONNX Runtime threads (default: torch's choice)
@@ -39,12 +41,9 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         positive(self, "batch_size", "rounds", "threads", "max_length", "throughput_examples")
-        if self.quick:
-            if tuple(self.seq_lens) == SEQ_LENS:
-                self.seq_lens = QUICK_SEQ_LENS
-            if self.throughput_examples is None:
-                self.throughput_examples = QUICK_THROUGHPUT_EXAMPLES
-        if not self.seq_lens or min(self.seq_lens) < 1:
+        if self.quick and self.throughput_examples is None:
+            self.throughput_examples = QUICK_THROUGHPUT_EXAMPLES
+        if self.seq_lens is not None and (not self.seq_lens or min(self.seq_lens) < 1):
             raise ConfigError(f"seq_lens must be positive lengths, got {self.seq_lens}")
 
 
@@ -55,8 +54,9 @@ def bench(config: BenchConfig, source: DataConfig) -> Path:
     if data.dev is None:
         raise SlimbertError("bench times real dev sentences: give --task (and --data-dir) or --dev-file")
     seq_lens = config.seq_lens
-    if tuple(seq_lens) in (SEQ_LENS, QUICK_SEQ_LENS):  # not asked for: the defaults every model can take
-        seq_lens = lengths_every_model_takes([Path(m) for m in config.model], tuple(seq_lens))
+    if seq_lens is None:  # not asked for: the defaults, cut to what every model can take
+        seq_lens = lengths_every_model_takes([Path(m) for m in config.model],
+                                             QUICK_SEQ_LENS if config.quick else SEQ_LENS)
     rows, meta = run_bench([Path(m) for m in config.model], list(config.backend), data, seq_lens,
                            config.batch_size, config.rounds, config.threads, memory=config.memory,
                            references=config.references, progress=config.progress,
