@@ -602,6 +602,49 @@ def test_one_step_slowed_by_another_job_does_not_move_the_time_plan(files, token
     assert len(calls) == 6 and seconds < 0.3  # a tiny step takes milliseconds; the mean would be over 0.3
 
 
+def test_the_step_time_probe_takes_the_runs_step_on_a_sharded_or_ddp_copy(files, tokenizer, tmp_path, monkeypatch):
+    from contextlib import contextmanager, nullcontext
+
+    corpus = TokenCorpus.build(files, tokenizer, tmp_path / "cache", progress=False)
+    source = packed(corpus, tokenizer, batch_size=2, grad_accum=2)
+    net = build_model(BertConfig(**TINY_MODEL, vocab_size=len(tokenizer), head="mlm"))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    calls = []
+
+    class Recorded:  # FSDP or tensor parallelism, as the probe asks for them
+        def apply(self, model, device):
+            calls.append(("apply", model is net))
+
+        def sync(self, model, last):
+            calls.append(("sync", last))
+            return nullcontext()
+
+    recipe.measure_step_seconds(net, source, TrainConfig(), torch.device("cpu"), steps=2, sharding=Recorded())
+    # a copy is sharded, not the run's model; gradients are reduced on a step's last micro-batch
+    assert calls == [("apply", False)] + [("sync", False), ("sync", True)] * 3
+
+    calls.clear()
+
+    class RecordedDDP(torch.nn.Module):
+        def __init__(self, module, **kwargs):
+            super().__init__()
+            self.module = module
+            calls.append(("ddp", module is net))
+
+        def forward(self, *args, **kwargs):
+            return self.module(*args, **kwargs)
+
+        @contextmanager
+        def no_sync(self):
+            calls.append("no_sync")
+            yield
+
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", RecordedDDP)
+    recipe.measure_step_seconds(net, source, TrainConfig(), torch.device("cpu"), steps=2, ddp=True)
+    assert calls == [("ddp", False)] + ["no_sync"] * 3
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # the run's model is untouched
+
+
 def test_parse_duration():
     assert [parse_duration(t) for t in ("2h", "90m", "1h30m", "45s", "3600", "0.5h")] == [
         7200, 5400, 5400, 45, 3600, 1800]

@@ -28,6 +28,7 @@ import re
 import shutil
 import statistics
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -51,7 +52,7 @@ from slimbert.tokenizer import Tokenizer
 from slimbert.training.objectives import MaskedLMObjective
 from slimbert.training.optim import build_optimizer
 from slimbert.training.sharding import Sharding
-from slimbert.training.trainer import TrainConfig, Trainer, init_distributed
+from slimbert.training.trainer import TrainConfig, Trainer, data_parallel, init_distributed
 
 log = logging.getLogger(__name__)
 
@@ -220,14 +221,22 @@ def budget_steps(config: PretrainConfig, train: TrainConfig, source: PackedMLMBa
 
 
 def measure_step_seconds(model: torch.nn.Module, source: PackedMLMBatches, train: TrainConfig,
-                         device: torch.device, steps: int = 5) -> float:
+                         device: torch.device, steps: int = 5, sharding: Sharding | None = None,
+                         ddp: bool = False) -> float:
     """Seconds per optimizer step of this process, measured on a copy of the model (one
     warm-up step, then the median of `steps`: one step slowed by something else running on the
-    machine does not move the plan), the optimizer included."""
+    machine does not move the plan), the optimizer included. The copy takes the run's step: it
+    is sharded as the run will be (`sharding`), or wrapped in DDP (`ddp`), so the
+    communication of those steps is timed too; every process must take part."""
     # a source of its own over the same corpus: the run's source keeps its position
     probe = PackedMLMBatches(source.corpus, source.seq_length, source.batch_size, source.grad_accum,
                              source.masker, source.seed, source.rank, source.world)
     model = copy.deepcopy(model).to(device).train()
+    forward_model = model
+    if sharding is not None:
+        sharding.apply(model, device)
+    elif ddp:
+        forward_model = data_parallel(model, device)
     optimizer = build_optimizer(model, train.optimizer, train.lr, train.weight_decay)
     objective = MaskedLMObjective()
     # epoch after epoch: a small corpus may hold fewer steps than the probe takes
@@ -235,11 +244,18 @@ def measure_step_seconds(model: torch.nn.Module, source: PackedMLMBatches, train
     times = []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
-        for batch in next(batches):
+        micro_batches = next(batches)
+        for j, batch in enumerate(micro_batches):
+            last = j == len(micro_batches) - 1  # gradients are reduced once a step, as in the run
+            if sharding is not None:
+                sync = sharding.sync(model, last)
+            else:
+                sync = forward_model.no_sync() if ddp and not last else nullcontext()
             batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast(device, train.precision):
-                loss, _ = objective(model, batch)
-            loss.backward()
+            with sync:
+                with autocast(device, train.precision):
+                    loss, _ = objective(forward_model, batch)
+                loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
@@ -249,7 +265,8 @@ def measure_step_seconds(model: torch.nn.Module, source: PackedMLMBatches, train
 
 
 def plan_time_budget(config: PretrainConfig, train: TrainConfig, net: torch.nn.Module,
-                     source: PackedMLMBatches, out: Path, rank: int, world: int) -> dict:
+                     source: PackedMLMBatches, out: Path, rank: int, world: int,
+                     sharding: Sharding | None = None) -> dict:
     """For --time-budget: the steps that fit in it, estimated once from the measured step time
     (the slowest process's), and written to OUT/pretrain_plan.json; a resumed run reads them back."""
     path = out / PLAN_NAME
@@ -266,7 +283,8 @@ def plan_time_budget(config: PretrainConfig, train: TrainConfig, net: torch.nn.M
     device = resolve_device(train.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
-    seconds = torch.tensor(measure_step_seconds(net, source, train, device))
+    seconds = torch.tensor(measure_step_seconds(net, source, train, device, sharding=sharding,
+                                                ddp=world > 1 and sharding is None))
     if world > 1:
         dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
     step_seconds = float(seconds)
@@ -369,7 +387,7 @@ def pretrain(config: PretrainConfig, train: TrainConfig | None = None) -> dict:
     train = replace(train, grad_accum=grad_accum, max_steps=budget_steps(config, train, source))
     plan = None
     if config.time_budget:
-        plan = plan_time_budget(config, train, net, source, out, rank, world)
+        plan = plan_time_budget(config, train, net, source, out, rank, world, sharding)
         train = replace(train, max_steps=plan["max_steps"])
 
     evaluate = None

@@ -155,6 +155,15 @@ def init_distributed() -> tuple[int, int]:
     return 0, 1
 
 
+def data_parallel(model: nn.Module, device: torch.device) -> nn.parallel.DistributedDataParallel:
+    """`model` wrapped in DDP, as the Trainer trains it on several processes."""
+    # LayerDrop leaves the skipped layers without gradients on a step; DDP must be told to expect
+    # that (every rank draws the same layers: they share the seed).
+    layerdrop = getattr(getattr(model, "config", None), "layerdrop", 0.0) > 0
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=layerdrop)
+
+
 class Trainer:
     """Runs `objective` over the steps of `train` with `model`, saving into `out_dir`.
 
@@ -238,12 +247,7 @@ class Trainer:
         self._writer = self._summary_writer()
         forward_model = self.model
         if self.world > 1 and self.sharding is None:
-            # LayerDrop leaves the skipped layers without gradients on a step; DDP must be told
-            # to expect that (every rank draws the same layers: they share the seed).
-            layerdrop = getattr(self.model.config, "layerdrop", 0.0) > 0
-            forward_model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=layerdrop)
+            forward_model = data_parallel(self.model, self.device)
         if cfg.compile:
             forward_model = torch.compile(forward_model)
 
