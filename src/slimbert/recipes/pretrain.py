@@ -28,7 +28,6 @@ import re
 import shutil
 import statistics
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -52,7 +51,7 @@ from slimbert.tokenizer import Tokenizer
 from slimbert.training.objectives import MaskedLMObjective
 from slimbert.training.optim import build_optimizer
 from slimbert.training.sharding import Sharding
-from slimbert.training.trainer import TrainConfig, Trainer, data_parallel, init_distributed
+from slimbert.training.trainer import TrainConfig, Trainer, data_parallel, gradient_sync, init_distributed
 
 log = logging.getLogger(__name__)
 
@@ -247,10 +246,7 @@ def measure_step_seconds(model: torch.nn.Module, source: PackedMLMBatches, train
         micro_batches = next(batches)
         for j, batch in enumerate(micro_batches):
             last = j == len(micro_batches) - 1  # gradients are reduced once a step, as in the run
-            if sharding is not None:
-                sync = sharding.sync(model, last)
-            else:
-                sync = forward_model.no_sync() if ddp and not last else nullcontext()
+            sync = gradient_sync(model, forward_model, sharding, ddp, last)
             batch = {k: v.to(device) for k, v in batch.items()}
             with sync:
                 with autocast(device, train.precision):

@@ -164,6 +164,16 @@ def data_parallel(model: nn.Module, device: torch.device) -> nn.parallel.Distrib
         model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=layerdrop)
 
 
+def gradient_sync(model: nn.Module, forward_model: nn.Module, sharding: Sharding | None, ddp: bool,
+                  last: bool):
+    """The context of one micro-batch's forward and backward: gradients are reduced over the
+    processes only on the last micro-batch of a step (the sharding's switch, or DDP's `no_sync`
+    on the others). `forward_model` is the DDP wrapper when `ddp`."""
+    if sharding is not None:
+        return sharding.sync(model, last)
+    return forward_model.no_sync() if ddp and not last else nullcontext()
+
+
 class Trainer:
     """Runs `objective` over the steps of `train` with `model`, saving into `out_dir`.
 
@@ -314,11 +324,7 @@ class Trainer:
         for j, batch in enumerate(micro_batches):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             last = j == len(micro_batches) - 1
-            # Under DDP, gradients are all-reduced only on the last micro-batch of a step.
-            if self.sharding is not None:
-                sync = self.sharding.sync(self.model, last)
-            else:
-                sync = nullcontext() if last or self.world == 1 else forward_model.no_sync()
+            sync = gradient_sync(self.model, forward_model, self.sharding, self.world > 1, last)
             weight = weights[j]
             with sync:
                 with autocast(self.device, cfg.precision):
